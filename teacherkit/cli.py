@@ -1,0 +1,190 @@
+"""The ``teacherkit`` command line.
+
+Core commands live next to what they drive (``teacherkit/data/commands.py``,
+``teacherkit/training/commands.py``, ...); each module has ``register(app)``. Plugins add
+commands through the ``teacherkit_register_commands`` hook. Nothing here imports torch:
+``teacherkit --help`` and ``teacherkit plugins`` stay under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from teacherkit import __version__
+from teacherkit.errors import TeacherkitError
+
+#: Core command modules, each exposing ``register(app: typer.Typer)``. A module that
+#: is not there yet (a partial install) is skipped.
+CORE_COMMAND_MODULES = (
+    "teacherkit.data.commands",
+    "teacherkit.training.commands",
+    "teacherkit.evaluation.commands",
+)
+
+
+class State:
+    verbose = False
+    host: Any = None
+
+
+state = State()
+
+
+def get_host() -> Any:
+    """The plugin host of this CLI invocation (built once)."""
+    if state.host is None:
+        from teacherkit.plugins import get_plugin_manager
+
+        state.host = get_plugin_manager()
+    return state.host
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"teacherkit {__version__}")
+        raise typer.Exit()
+
+
+def _main_callback(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs and full tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fine-tune Grounding DINO (boxes) and SAM (masks) teachers on your COCO data with LoRA,
+    chosen from what the data contains; evaluate them and pseudo-label images for a student."""
+    state.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s" if verbose else "warning: %(message)s",
+        force=True,
+    )
+
+
+def plugins_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """List installed plugins, the hooks each implements, the teachers they provide, and
+    plugins that failed to load."""
+    host = get_host()
+    teachers: dict[str, list[dict[str, str]]] = {}
+    try:
+        for impl, result in zip(
+            reversed(host.pm.hook.teacherkit_register_teachers.get_hookimpls()),
+            host.pm.hook.teacherkit_register_teachers(),
+            strict=False,
+        ):
+            teachers[impl.plugin_name] = [{"name": s.name, "learns_from": s.learns_from} for s in result or []]
+    except Exception as exc:  # a plugin's declaration hook raising must not hide the listing
+        logging.getLogger("teacherkit").warning("listing teachers failed: %s", exc)
+    plugins = []
+    for info in host.infos:
+        entry = info.to_dict()
+        entry["teachers"] = teachers.get(info.name, [])
+        plugins.append(entry)
+    failures = [f.to_dict() for f in host.failures]
+    if as_json:
+        typer.echo(json.dumps({"plugins": plugins, "failed": failures, "disabled": sorted(host.disabled)}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="teacherkit plugins")
+    table.add_column("plugin")
+    table.add_column("distribution")
+    table.add_column("teachers")
+    table.add_column("hooks")
+    for entry in plugins:
+        dist = f"{entry['distribution'] or '-'} {entry['version'] or ''}".strip()
+        names = ", ".join(f"{t['name']} ({t['learns_from']})" for t in entry["teachers"]) or "-"
+        table.add_row(entry["name"], dist, names, "\n".join(entry["hooks"]))
+    console.print(table)
+    for failure in host.failures:
+        console.print(f"[red]failed[/red] {failure.name} ({failure.entry_point}): {failure.error}", highlight=False)
+        if state.verbose:
+            console.print(failure.traceback, highlight=False, markup=False)
+    if host.disabled:
+        console.print(f"disabled by TEACHERKIT_DISABLE_PLUGINS: {', '.join(sorted(host.disabled))}")
+
+
+def build_app(host: Any | None = None) -> typer.Typer:
+    """Build the CLI: core commands, then every plugin's commands."""
+    if host is not None:
+        state.host = host
+    app = typer.Typer(
+        name="teacherkit",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        callback=_main_callback,
+    )
+    app.command("plugins")(plugins_command)
+    for module_name in CORE_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(app)
+    get_host().register_commands(app)
+    return app
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` to stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; user errors print one line (traceback with ``--verbose``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    state.verbose = "--verbose" in args or "-v" in args
+    try:
+        app = build_app()
+        app(args=args, prog_name="teacherkit", standalone_mode=False)
+    except TeacherkitError as exc:
+        if state.verbose:
+            import traceback
+
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:  # click usage errors and bugs
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if state.verbose:
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

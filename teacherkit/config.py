@@ -1,0 +1,303 @@
+"""Configuration: pydantic models, layering, ``--set`` overrides and YAML round trips.
+
+Layers, lowest first: plugin defaults (each teacher's config model) → facts from the
+dataset → a preset → ``--config file.yaml`` → CLI flags and ``--set a.b=value``.
+Every field has a default and a description, so ``teacherkit config show`` and the docs
+can be generated from the models.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from teacherkit.atomic import atomic_write_text
+from teacherkit.errors import TeacherkitError
+
+
+class ConfigError(TeacherkitError, ValueError):
+    """A config problem a user can fix; the message names the key and the source."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(_Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | None = Field(
+        None, description="Module name patterns LoRA wraps; null uses the teacher's documented default."
+    )
+
+
+class TeacherConfig(_Section):
+    """Fields every teacher section has. Plugins subclass this for their own section."""
+
+    enabled: bool = Field(True, description="Train this teacher when the data allows it.")
+    base: str = Field(
+        "tiny",
+        description="Base weights: a local directory, a hub id already in the local cache, or 'tiny' "
+        "(the same architecture from a small config with random weights, for trying the pipeline).",
+    )
+    finetune: Literal["lora", "full"] = Field(
+        "lora", description="'lora' trains adapters only; 'full' trains every weight (comparison, random bases)."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
+    batch_size: int | None = Field(None, ge=1, description="Per-teacher batch size; null uses training.batch_size.")
+    lr: float | None = Field(None, gt=0, description="Per-teacher learning rate; null uses training.lr.")
+
+
+class ExperimentConfig(_Section):
+    name: str = Field("experiment", description="A name for the run, saved in metadata.json.")
+    preset: Literal["tiny", "base"] | None = Field(
+        None, description="'tiny' builds small random models and small images for trying the pipeline."
+    )
+
+
+class TrainingConfig(_Section):
+    epochs: int = Field(10, ge=1, description="Number of passes over the training set.")
+    batch_size: int = Field(4, ge=1, description="Images per step per process.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of all steps spent warming up linearly.")
+    grad_accumulation: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this value; null disables.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="'auto' uses bf16 where the device supports it and nothing on CPU."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes.")
+    seed: int = Field(42, description="Seed for python, numpy and torch; the same seed gives the same run.")
+    max_nonfinite_steps: int = Field(
+        10, ge=1, description="Consecutive non-finite losses (each step skipped) before training aborts."
+    )
+    log_every: int = Field(10, ge=1, description="Steps between TensorBoard scalar writes.")
+
+
+class CheckpointConfig(_Section):
+    monitor: str | None = Field(None, description="Metric that picks the best epoch; null uses the teacher's own.")
+    mode: Literal["max", "min"] | None = Field(None, description="Whether the monitored metric should rise or fall.")
+    patience: int | None = Field(
+        None, ge=1, description="Epochs without improvement before stopping early; null never stops early."
+    )
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+
+
+class AugmentationConfig(_Section):
+    enabled: bool = Field(True, description="Augment training images when an augmentation plugin is installed.")
+    characteristics: list[str] = Field(
+        default_factory=list, description="Object traits, e.g. ['changes_shape', 'reflective_surface']."
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict, description="Scene facts, e.g. {'lighting': 'variable', 'camera': 'fixed'}."
+    )
+    intensity: Literal["low", "medium", "high"] = Field("medium", description="How strong the transforms are.")
+
+
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "experiment": ExperimentConfig,
+    "training": TrainingConfig,
+    "checkpointing": CheckpointConfig,
+    "augmentation": AugmentationConfig,
+}
+
+
+class RootConfig(_Section):
+    """Base of the resolved config; :func:`build_config_model` adds ``teachers``."""
+
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    checkpointing: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+
+    def teacher(self, name: str) -> TeacherConfig:
+        return getattr(self.teachers, name)  # type: ignore[attr-defined]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(Path(path), self.to_yaml())
+
+
+def build_config_model(teacher_sections: Mapping[str, type[BaseModel]]) -> type[RootConfig]:
+    """The root config model for the installed teachers (one section each)."""
+    for name, model in teacher_sections.items():
+        if not (isinstance(model, type) and issubclass(model, TeacherConfig)):
+            raise ConfigError(f"teacher {name!r}: its config_model must subclass teacherkit.config.TeacherConfig")
+    fields = {name: (model, Field(default_factory=model)) for name, model in teacher_sections.items()}
+    teachers = create_model("TeachersConfig", __base__=_Section, **fields)  # type: ignore[call-overload]
+    return create_model(  # type: ignore[call-overload]
+        "TeacherkitConfig", __base__=RootConfig, teachers=(teachers, Field(default_factory=teachers))
+    )
+
+
+# -- layering ------------------------------------------------------------------------
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` on top of ``base``; nested mappings merge, everything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def check_keys(model: type[BaseModel], data: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` for the first key ``model`` does not know, naming the
+    closest valid keys."""
+    if not isinstance(data, Mapping):
+        return
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            valid = ", ".join(prefix + f for f in fields)
+            raise ConfigError(f"{source}: unknown key '{dotted}'{hint} (valid here: {valid})")
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, Mapping):
+            check_keys(annotation, value, source, prefix=dotted + ".")
+
+
+def parse_set(assignments: Iterable[str]) -> dict[str, Any]:
+    """``["training.lr=3e-4", "teachers.sam.lora.r=8"]`` → a nested dict. Values are
+    parsed as YAML scalars/lists (``true``, ``3``, ``[a, b]``)."""
+    out: dict[str, Any] = {}
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.lr=3e-4")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: empty key part")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot parse value: {exc}") from exc
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{part}' is set both as a value and as a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: config file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+#: What the ``tiny`` preset changes (teachers add their own through their config model's
+#: ``tiny_preset`` class attribute, if any).
+TINY_PRESET: dict[str, Any] = {"experiment": {"preset": "tiny"}}
+
+
+def resolve_config(
+    model: type[RootConfig],
+    *,
+    dataset_facts: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    config_file: Path | None = None,
+    cli: Mapping[str, Any] | None = None,
+    sets: Iterable[str] = (),
+) -> RootConfig:
+    """Build the resolved config from its layers (lowest first, see module docstring)."""
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if dataset_facts:
+        layers.append(("dataset facts", dataset_facts))
+    file_data = load_yaml_file(config_file) if config_file else {}
+    chosen_preset = preset or (file_data.get("experiment", {}) or {}).get("preset")
+    if chosen_preset:
+        layers.append((f"preset {chosen_preset!r}", preset_layer(model, chosen_preset)))
+    if config_file:
+        layers.append((str(config_file), file_data))
+    if cli:
+        layers.append(("command-line flags", cli))
+    set_data = parse_set(sets)
+    if set_data:
+        layers.append(("--set", set_data))
+    merged: dict[str, Any] = {}
+    for source, data in layers:
+        check_keys(model, data, source)
+        merged = deep_merge(merged, data)
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from exc
+
+
+def preset_layer(model: type[RootConfig], preset: str) -> dict[str, Any]:
+    if preset not in ("tiny", "base"):
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: tiny, base")
+    layer: dict[str, Any] = {"experiment": {"preset": preset}}
+    if preset == "tiny":
+        teachers_model = model.model_fields["teachers"].annotation
+        for name, field in teachers_model.model_fields.items():  # type: ignore[union-attr]
+            extra = getattr(field.annotation, "tiny_preset", None)
+            section: dict[str, Any] = {"base": "tiny"}
+            if extra:
+                section = deep_merge(section, extra)
+            layer.setdefault("teachers", {})[name] = section
+    return layer
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config_yaml(model: type[RootConfig], path: Path) -> RootConfig:
+    """Load a resolved config saved by :meth:`RootConfig.save`."""
+    data = load_yaml_file(path)
+    check_keys(model, data, str(path))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+
+
+def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, description) of every field, recursively."""
+    rows: list[tuple[str, str, Any, str]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_fields(annotation, prefix + name + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append((prefix + name, type_name, default, field.description or ""))
+    return rows
