@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -60,11 +61,18 @@ def _main_callback(
     """Fine-tune Grounding DINO (boxes) and SAM (masks) teachers on your COCO data with LoRA,
     chosen from what the data contains; evaluate them and pseudo-label images for a student."""
     state.verbose = verbose
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "warning: %(message)s",
         force=True,
     )
+    # third-party debug chatter is not ours to show
+    for noisy in ("stevedore", "matplotlib", "PIL", "urllib3", "filelock", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def plugins_command(
@@ -114,6 +122,27 @@ def plugins_command(
         console.print(f"disabled by TEACHERKIT_DISABLE_PLUGINS: {', '.join(sorted(host.disabled))}")
 
 
+def config_command(
+    preset: Annotated[str | None, typer.Option("--preset", help="Apply a preset: tiny or base.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="A YAML config file layered over the defaults.")
+    ] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a key: --set training.lr=3e-4.")] = None,
+    describe: Annotated[bool, typer.Option("--describe", help="List every key with its default and help.")] = False,
+) -> None:
+    """Print the resolved configuration (defaults of the installed teachers, the preset, the
+    file and --set overrides) as YAML, or describe every key."""
+    from teacherkit.config import describe_fields, resolve_config
+
+    model = get_host().config_model()
+    if describe:
+        for key, type_name, default, help_text in describe_fields(model):
+            typer.echo(f"{key} ({type_name}, default {default!r}): {help_text}")
+        return
+    config = resolve_config(model, preset=preset, config_file=config_file, sets=sets or [])
+    typer.echo(config.to_yaml(), nl=False)
+
+
 def build_app(host: Any | None = None) -> typer.Typer:
     """Build the CLI: core commands, then every plugin's commands."""
     if host is not None:
@@ -127,6 +156,7 @@ def build_app(host: Any | None = None) -> typer.Typer:
         callback=_main_callback,
     )
     app.command("plugins")(plugins_command)
+    app.command("config")(config_command)
     for module_name in CORE_COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -149,6 +179,7 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (traceback with ``--verbose``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     state.verbose = "--verbose" in args or "-v" in args
+    _configure_logging(state.verbose)
     try:
         app = build_app()
         app(args=args, prog_name="teacherkit", standalone_mode=False)
@@ -170,9 +201,7 @@ def run(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:  # click usage errors and bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
             exc.show()
             return exc.exit_code
         if state.verbose:

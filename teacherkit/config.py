@@ -9,6 +9,7 @@ can be generated from the models.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -171,6 +172,9 @@ def check_keys(model: type[BaseModel], data: Mapping[str, Any], source: str, pre
             check_keys(annotation, value, source, prefix=dotted + ".")
 
 
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def parse_set(assignments: Iterable[str]) -> dict[str, Any]:
     """``["training.lr=3e-4", "teachers.sam.lora.r=8"]`` → a nested dict. Values are
     parsed as YAML scalars/lists (``true``, ``3``, ``[a, b]``)."""
@@ -186,6 +190,12 @@ def parse_set(assignments: Iterable[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {item!r}: cannot parse value: {exc}") from exc
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" as a string; people mean a number
+            try:
+                value = float(value) if _FLOAT_RE.fullmatch(value.strip()) else value
+            except ValueError:
+                pass
         node = out
         parts = key.split(".")
         for part in parts[:-1]:

@@ -118,6 +118,8 @@ class PluginHost:
                  builtin: bool = False) -> None:
         if name in self.disabled:
             return
+        if plugin is None:
+            raise PluginError(f"plugin {name!r}: its entry point resolved to None")
         obj = _plugin_object(plugin)
         try:
             self.pm.register(obj, name=name)

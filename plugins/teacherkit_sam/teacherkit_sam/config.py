@@ -1,4 +1,9 @@
-"""The ``teachers.sam`` config section."""
+"""The ``teachers.sam`` config section.
+
+Every field has a default and a description; ``teacherkit config show`` and
+``docs/teachers/sam.md`` are written from them. Nothing heavy is imported here: the
+CLI loads this module at start-up.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,67 @@ from teacherkit.config import TeacherConfig
 
 
 class SamConfig(TeacherConfig):
-    tiny_preset: ClassVar[dict[str, Any]] = {"finetune": "full", "image_size": 128}
+    """Settings of the SAM mask teacher (transformers ``SamModel``)."""
+
+    #: What ``--preset tiny`` changes: a random tiny SAM cannot learn through LoRA alone,
+    #: so everything trains; 128 px inputs keep a CPU step well under 0.1 s.
+    tiny_preset: ClassVar[dict[str, Any]] = {"finetune": "full", "image_size": 128, "max_instances": 8}
 
     mode: Literal["lora", "frozen_encoder"] = Field(
-        "lora", description="'lora': LoRA on the image encoder's qkv plus the mask decoder; "
-        "'frozen_encoder': encoder frozen (embeddings cached), only the decoder trains."
+        "lora",
+        description="'lora': LoRA on the image encoder's attention (qkv) plus the mask decoder (see "
+        "train_decoder); 'frozen_encoder': the image encoder is frozen (its embeddings can be cached) and "
+        "only the prompt encoder/mask decoder train.",
     )
-    image_size: int = Field(1024, ge=32, description="Longest side after resizing; images are padded to a square.")
-    prompt: Literal["box", "points", "mixed"] = Field("box", description="Prompts sampled from ground truth.")
-    box_jitter: float = Field(0.1, ge=0, le=0.5, description="Box prompt jitter, as a fraction of box size.")
-    num_points: int = Field(1, ge=1, description="Positive points per instance for point prompts.")
-    num_negative_points: int = Field(0, ge=0, description="Negative points per instance for point prompts.")
-    max_instances: int = Field(16, ge=1, description="Instances per image per step (sampled) to bound memory.")
+    train_decoder: Literal["full", "lora"] = Field(
+        "full", description="In LoRA fine-tuning: train the mask decoder's weights fully or through LoRA."
+    )
+    image_size: int = Field(
+        1024,
+        ge=32,
+        description="Longest image side after resizing; images are padded to a square of this size. For the "
+        "tiny preset it sets the model's input size; a pretrained base must match its own (1024 for SAM).",
+    )
+    prompt: Literal["box", "points", "mixed"] = Field(
+        "box",
+        description="Prompts sampled from the ground truth during training: the instance box (jittered), "
+        "points sampled from the mask, or per batch one of the two at random.",
+    )
+    box_jitter: float = Field(
+        0.1, ge=0, le=0.5, description="Std-dev of box corner noise as a fraction of the box side (SAM paper: 0.1)."
+    )
+    box_jitter_max: float = Field(
+        20.0, ge=0, description="Largest box corner noise in pixels at a 1024 input (scaled with image_size)."
+    )
+    num_points: int = Field(1, ge=1, description="Positive points sampled from the mask per instance.")
+    num_negative_points: int = Field(
+        0, ge=0, description="Negative points per instance, sampled inside the box but outside the mask."
+    )
+    max_instances: int = Field(
+        16, ge=1, description="Instances per image per training step (a seeded sample) to bound memory; "
+        "evaluation uses all."
+    )
     cache_embeddings: Literal["memory", "disk", "off"] = Field(
-        "memory", description="Where frozen-encoder image embeddings are cached."
+        "memory",
+        description="Where image-encoder embeddings are cached when the encoder is frozen "
+        "(mode=frozen_encoder); 'disk' writes them under the run's work folder.",
+    )
+    cache_memory_mb: int = Field(
+        2048, ge=1, description="Upper bound of the in-memory embedding cache; least recently used go first."
+    )
+    loss_resolution: Literal["input", "low_res"] = Field(
+        "input",
+        description="Where predicted and true masks are compared: 'input' upsamples the decoder's logits to "
+        "the model input (as inference does); 'low_res' compares at the decoder's 4x-embedding size against "
+        "area-averaged targets (less memory).",
     )
     focal_weight: float = Field(20.0, ge=0, description="Weight of the focal loss (SAM paper: 20).")
-    dice_weight: float = Field(1.0, ge=0, description="Weight of the dice loss.")
-    iou_weight: float = Field(1.0, ge=0, description="Weight of the IoU-prediction MSE.")
-    train_decoder: Literal["full", "lora"] = Field("full", description="Train the mask decoder fully or with LoRA.")
+    dice_weight: float = Field(1.0, ge=0, description="Weight of the dice loss (SAM paper: 1).")
+    iou_weight: float = Field(1.0, ge=0, description="Weight of the IoU-prediction MSE (SAM paper: 1).")
+    focal_alpha: float = Field(0.25, ge=0, le=1, description="Focal loss alpha (weight of the positive class).")
+    focal_gamma: float = Field(2.0, ge=0, description="Focal loss gamma (down-weights easy pixels).")
+    seed: int = Field(
+        0,
+        description="Prompt/instance sampling seed used when a sample carries no extra.seed from the trainer; "
+        "also seeds the tiny preset's random weights.",
+    )

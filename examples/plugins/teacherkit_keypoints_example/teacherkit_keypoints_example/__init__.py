@@ -1,0 +1,1 @@
+"""Example third-party teacherkit plugin (keypoints)."""

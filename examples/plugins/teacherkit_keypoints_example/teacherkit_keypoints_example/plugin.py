@@ -1,0 +1,69 @@
+"""Hook implementations. Only light imports at module level: this module is loaded when
+the ``teacherkit`` CLI starts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from teacherkit import hookimpl
+from teacherkit.config import TeacherConfig
+from teacherkit.teachers import TeacherSpec
+
+
+class KeypointCentroidConfig(TeacherConfig):
+    image_size: int = Field(64, ge=8, description="Images are resized to this square size.")
+
+
+TEACHER = TeacherSpec(
+    name="keypoint_centroid",
+    learns_from="keypoints",
+    config_model=KeypointCentroidConfig,
+    description="example: regresses the mean visible keypoint of an image",
+    evaluation="none",
+    primary_metric="loss",
+    metric_mode="min",
+)
+
+
+def _has_keypoints(ann: Any) -> bool:
+    kps = getattr(ann, "keypoints", None)
+    return bool(kps) and any(v > 0 for v in kps[2::3])
+
+
+@hookimpl
+def teacherkit_detect_annotations(dataset: Any) -> list[str]:
+    return ["keypoints"] if any(_has_keypoints(a) for a in dataset.annotations) else []
+
+
+@hookimpl
+def teacherkit_register_teachers() -> list[TeacherSpec]:
+    return [TEACHER]
+
+
+@hookimpl
+def teacherkit_load_model(teacher: TeacherSpec, config: Any, dataset_info: Any, workdir: Any) -> Any:
+    if teacher.name != TEACHER.name:
+        return None
+    from teacherkit_keypoints_example.model import CentroidTeacher
+
+    return CentroidTeacher(TEACHER, config)
+
+
+@hookimpl
+def teacherkit_make_preprocessor(teacher: TeacherSpec, config: Any, model: Any) -> Any:
+    if teacher.name != TEACHER.name:
+        return None
+    from teacherkit_keypoints_example.model import CentroidPreprocessor
+
+    return CentroidPreprocessor(config.image_size)
+
+
+@hookimpl
+def teacherkit_make_loss(teacher: TeacherSpec, config: Any, model: Any) -> Any:
+    if teacher.name != TEACHER.name:
+        return None
+    from teacherkit_keypoints_example.model import centroid_loss
+
+    return centroid_loss
