@@ -221,7 +221,13 @@ class PluginHost:
 
     # -- CLI -------------------------------------------------------------------------------
     def register_commands(self, app: typer.Typer) -> None:
-        self.pm.hook.teacherkit_register_commands(app=app)
+        """Let every plugin add commands; one whose hook raises is recorded as a failure and
+        skipped, so a broken plugin never takes the whole CLI down."""
+        for impl in reversed(self.pm.hook.teacherkit_register_commands.get_hookimpls()):
+            try:
+                impl.function(app=app)
+            except Exception as exc:
+                _record_failure(self, impl.plugin_name, None, exc, hook="teacherkit_register_commands")
 
     # -- config ----------------------------------------------------------------------------
     def config_model(self) -> type[RootConfig]:
@@ -286,15 +292,16 @@ def get_plugin_manager(
     return host
 
 
-def _record_failure(host: PluginHost, name: str, ep: Any, exc: BaseException) -> None:
+def _record_failure(host: PluginHost, name: str, ep: Any, exc: BaseException, hook: str | None = None) -> None:
     failure = PluginFailure(
         name=name,
         entry_point=getattr(ep, "value", "") or "",
-        error=f"{type(exc).__name__}: {exc}",
+        error=(f"in {hook}: " if hook else "") + f"{type(exc).__name__}: {exc}",
         traceback="".join(traceback.format_exception(exc)),
     )
     host.failures.append(failure)
-    log.warning("plugin %r failed to load and was skipped: %s", name, failure.error)
+    what = f"failed in {hook}" if hook else "failed to load and was skipped"
+    log.warning("plugin %r %s: %s: %s", name, what, type(exc).__name__, exc)
     log.debug("%s", failure.traceback)
 
 

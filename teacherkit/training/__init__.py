@@ -1,0 +1,1 @@
+"""Training engine: dataset, accelerate loop, checkpoints, early stopping, logging."""

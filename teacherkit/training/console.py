@@ -1,0 +1,105 @@
+"""What the user sees while training: a live progress bar with ETA and loss, one line per
+epoch, a summary table at the end. Plain lines when stdout is not a terminal; nothing but
+warnings with ``quiet``. Only the main process reports."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+    return str(value)
+
+
+class Reporter:
+    def __init__(self, *, quiet: bool = False, enabled: bool = True, tty: bool | None = None) -> None:
+        self.quiet = quiet or not enabled
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.console = Console(highlight=False, soft_wrap=True)
+        self._columns: list[str] = []
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, markup=False)
+
+    def warn(self, text: str) -> None:
+        Console(stderr=True, highlight=False).print(f"warning: {text}", markup=False)
+
+    # -- per teacher ------------------------------------------------------------------------
+    def start_teacher(self, name: str, summary: str, n_train: int, n_val: int, epochs: int, device: str) -> None:
+        self._columns = []
+        self.line(f"\n== {name}: {summary}")
+        self.line(f"   {n_train} training images, {n_val} validation images, {epochs} epochs on {device}")
+
+    def epoch_progress(self, epoch: int, epochs: int, total: int) -> _Progress:
+        return _Progress(self, f"epoch {epoch + 1}/{epochs}", total)
+
+    def epoch_row(self, row: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if not self._columns:
+            self._columns = list(row)
+            self.console.print("  ".join(f"{c:>10}" for c in self._columns), markup=False)
+        self.console.print("  ".join(f"{_fmt(row.get(c, '')):>10}" for c in self._columns), markup=False)
+
+    def summary_table(self, title: str, rows: Sequence[dict[str, Any]]) -> None:
+        if self.quiet or not rows:
+            return
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        table = Table(title=title)
+        for column in columns:
+            table.add_column(column, justify="right" if column != "teacher" else "left")
+        for row in rows:
+            table.add_row(*(_fmt(row.get(c, "")) for c in columns))
+        self.console.print(table)
+
+
+class _Progress:
+    """A rich progress bar (terminal) or a few plain lines (logs, CI)."""
+
+    def __init__(self, reporter: Reporter, label: str, total: int) -> None:
+        self.reporter = reporter
+        self.label = label
+        self.total = max(total, 1)
+        self.done = 0
+        self.start = time.perf_counter()
+        self._bar: Any = None
+        self._task: Any = None
+        self._next_plain = 0.25
+
+    def __enter__(self) -> _Progress:
+        if not self.reporter.quiet and self.reporter.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+                TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+                console=self.reporter.console, transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, loss="")
+        return self
+
+    def update(self, advance: int, losses: dict[str, float]) -> None:
+        self.done += advance
+        text = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        if self._bar is not None:
+            self._bar.update(self._task, advance=advance, loss=text)
+        elif not self.reporter.quiet and self.done / self.total >= self._next_plain:
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.done * (self.total - self.done)
+            self.reporter.line(f"   {self.label} {self.done}/{self.total} {text} eta {eta:.0f}s")
+            self._next_plain += 0.25
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
