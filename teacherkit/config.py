@@ -80,6 +80,10 @@ class TrainingConfig(_Section):
         10, ge=1, description="Consecutive non-finite losses (each step skipped) before training aborts."
     )
     log_every: int = Field(10, ge=1, description="Steps between TensorBoard scalar writes.")
+    ddp_find_unused_parameters: bool = Field(
+        True, description="Let DDP tolerate trainable parameters a step does not use (safe default with LoRA "
+        "and optional heads); false saves a graph traversal per step when every parameter is used."
+    )
 
 
 class CheckpointConfig(_Section):

@@ -15,7 +15,7 @@ from rich.table import Table
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 
 

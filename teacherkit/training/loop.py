@@ -306,6 +306,12 @@ class TeacherLoop:
                             )
                 epoch_seconds = time.perf_counter() - epoch_start
                 train_seconds += epoch_seconds
+                if acc.num_processes > 1:  # epoch means over every rank's batches
+                    from accelerate.utils import gather_object
+
+                    parts = gather_object([(sums, counted)])
+                    counted = sum(c for _s, c in parts)
+                    sums = {k: sum(p.get(k, 0.0) for p, _c in parts) for k in sums}
                 metrics = self._evaluate(model)
                 row: dict[str, Any] = {"epoch": epoch + 1}
                 row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})

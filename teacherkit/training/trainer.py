@@ -160,11 +160,17 @@ class TeacherTrainer:
         from teacherkit.data.inspect import inspect_dataset
         from teacherkit.training.console import Reporter
 
+        import torch
+
         cfg = self.config
+        if cfg.training.device == "cuda" and not torch.cuda.is_available():
+            raise TeacherkitError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
         accelerator = Accelerator(
-            cpu=cfg.training.device == "cpu",
+            # accelerate only sets up multi-process CPU training (gloo) when told it is on the CPU
+            cpu=cfg.training.device == "cpu" or not torch.cuda.is_available(),
             mixed_precision=self._mixed_precision(),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            kwargs_handlers=[DistributedDataParallelKwargs(
+                find_unused_parameters=cfg.training.ddp_find_unused_parameters)],
         )
         main = accelerator.is_main_process
         reporter = Reporter(quiet=self.quiet, enabled=main)
