@@ -1,0 +1,126 @@
+"""Image-embedding cache for a frozen SAM image encoder.
+
+The image encoder is ~90-98% of SAM's compute and, when frozen, maps the same input
+pixels to the same embedding every epoch. The cache runs it once per distinct input
+and serves the stored embedding afterwards, so later epochs train the decoder only.
+
+Keys come from the preprocessor (:meth:`SamPreprocessor.cache_key`): a hash of the
+image's content and of everything in preprocessing that changes the encoder input.
+Augmented views hash differently, so only augmentation-free views hit. A namespace
+from the encoder's weights keeps a disk cache from serving another model's
+embeddings. Entries are kept on the CPU in the encoder's dtype; the memory store
+evicts least-recently-used entries past its byte budget; the disk store writes one
+safetensors file per key atomically (several processes may share it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from teacherkit.atomic import atomic_write_bytes
+
+
+class EmbeddingCache:
+    """``embeddings(keys, pixel_values, encode)`` returns encoder outputs, computing
+    only the missing ones."""
+
+    def __init__(self, store: str = "memory", directory: Path | None = None, max_bytes: int = 2 << 30) -> None:
+        if store not in ("memory", "disk"):
+            raise ValueError(f"unknown embedding cache store {store!r}")
+        if store == "disk" and directory is None:
+            raise ValueError("a disk embedding cache needs a directory")
+        self.store = store
+        self.directory = Path(directory) if directory is not None else None
+        self.max_bytes = max_bytes
+        self._memory: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        if self.store == "memory":
+            return len(self._memory)
+        return sum(1 for _ in self.directory.glob("*/*.safetensors")) if self.directory.exists() else 0
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses, "entries": len(self)}
+
+    def reset_stats(self) -> None:
+        self.hits = self.misses = 0
+
+    # -- single entries ------------------------------------------------------------------
+    def get(self, key: str) -> Any | None:
+        if self.store == "memory":
+            value = self._memory.get(key)
+            if value is not None:
+                self._memory.move_to_end(key)
+            return value
+        path = self._path(key)
+        if not path.exists():
+            return None
+        from safetensors.torch import load
+
+        return load(path.read_bytes())["embedding"]
+
+    def put(self, key: str, embedding: Any) -> None:
+        value = embedding.detach().to("cpu").contiguous().clone()
+        if self.store == "disk":
+            from safetensors.torch import save
+
+            atomic_write_bytes(self._path(key), save({"embedding": value}))
+            return
+        size = value.numel() * value.element_size()
+        if size > self.max_bytes:
+            return
+        if key in self._memory:
+            old = self._memory.pop(key)
+            self._bytes -= old.numel() * old.element_size()
+        self._memory[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, dropped = self._memory.popitem(last=False)
+            self._bytes -= dropped.numel() * dropped.element_size()
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.safetensors"
+
+    # -- a batch -------------------------------------------------------------------------
+    def embeddings(self, keys: Sequence[str], pixel_values: Any, encode: Callable[[Any], Any]) -> Any:
+        """Embeddings of a batch, ``(B, C, h, w)`` on ``pixel_values``' device.
+        ``encode(pixel_values_subset)`` runs the encoder on the misses in one call."""
+        import torch
+
+        found = [self.get(k) for k in keys]
+        missing = [i for i, v in enumerate(found) if v is None]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            with torch.no_grad():
+                fresh = encode(pixel_values[missing])
+            for row, i in enumerate(missing):
+                self.put(keys[i], fresh[row])
+                found[i] = fresh[row]
+        return torch.stack([v.to(pixel_values.device) for v in found])
+
+
+def encoder_fingerprint(encoder: Any, extra: str = "") -> str:
+    """A short id of an encoder's weights: names, shapes, a strided sample of each
+    tensor's values and each tensor's sum (one cheap pass, no copy of the weights)."""
+    import torch
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(extra.encode())
+    with torch.no_grad():
+        for name, tensor in encoder.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // 256)
+            sample = flat[::step][:256].to("cpu", torch.float32)
+            h.update(name.encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(sample.numpy().tobytes())
+            h.update(str(float(flat.to(torch.float64).sum())).encode())
+    return h.hexdigest()
