@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ CORE_COMMAND_MODULES = (
     "teacherkit.data.commands",
     "teacherkit.training.commands",
     "teacherkit.evaluation.commands",
+    "teacherkit.inference.commands",
 )
 
 
@@ -180,6 +182,9 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     state.verbose = "--verbose" in args or "-v" in args
     _configure_logging(state.verbose)
+    # our own progress display is enough; library download/loading bars only add noise
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app = build_app()
         app(args=args, prog_name="teacherkit", standalone_mode=False)

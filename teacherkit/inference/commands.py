@@ -1,0 +1,94 @@
+"""``teacherkit label`` and ``teacherkit export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def label_command(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
+    images: Annotated[Path, typer.Option("--images", help="Folder of images to label (searched recursively).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="COCO JSON to write.")],
+    classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated class names to keep.")] = None,
+    box_threshold: Annotated[float | None, typer.Option("--box-threshold", help="Minimum box score.")] = None,
+    text_threshold: Annotated[float | None, typer.Option("--text-threshold", help="Minimum phrase score.")] = None,
+    nms: Annotated[float | None, typer.Option("--nms", help="Per-class NMS IoU threshold.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 4,
+    adapter_scale: Annotated[
+        float, typer.Option("--adapter-scale", min=0.0, max=1.0, help="0 = base model, 1 = fine-tuned.")
+    ] = 1.0,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue a partial run of the same --output.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Pseudo-label a folder of images: boxes from the box teacher, masks from SAM when the
+    experiment has it, written as one COCO file with scores."""
+    from teacherkit.cli import get_host
+    from teacherkit.inference.experiment import Experiment
+    from teacherkit.inference.label import label_images
+
+    exp = Experiment(experiment, host=get_host(), device=device)
+    overrides: dict[str, Any] = {k: v for k, v in {"box_threshold": box_threshold, "text_threshold": text_threshold,
+                                                   "nms_iou": nms}.items() if v is not None}
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    with _progress(quiet) as update:
+        report = label_images(exp, images, output, classes=names, overrides=overrides, batch_size=batch_size,
+                              resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update)
+    for file_name, reason in report.skipped:
+        typer.echo(f"warning: skipped {file_name}: {reason}", err=True)
+    kind = "boxes and masks" if report.with_masks else "boxes"
+    typer.echo(f"labelled {report.labelled} of {report.images} images ({report.annotations} {kind}"
+               f"{f', {len(report.skipped)} skipped' if report.skipped else ''}) -> {report.output}")
+
+
+class _progress:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        import sys
+
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=True)
+        self.bar.start()
+        task = self.bar.add_task("labelling", total=None)
+
+        def update(done: int, total: int) -> None:
+            self.bar.update(task, completed=done, total=total)
+
+        return update
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def export_command(
+    experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write, one sub-folder per teacher.")],
+    merge: Annotated[bool, typer.Option("--merge", help="Merge LoRA into full models loadable by from_pretrained.")] = False,
+    models: Annotated[str | None, typer.Option("--models", help="Comma-separated teachers to export.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
+) -> None:
+    """Export adapter bundles (default) or merged full models (--merge)."""
+    from teacherkit.cli import get_host
+    from teacherkit.inference.experiment import Experiment
+    from teacherkit.inference.export import export_experiment
+
+    exp = Experiment(experiment, host=get_host(), device="cpu")
+    names = [m.strip() for m in models.split(",")] if models else None
+    for name, path in export_experiment(exp, output, merge=merge, overwrite=overwrite, teachers=names).items():
+        typer.echo(f"{name}: {'merged model' if merge else 'adapter bundle'} -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("label")(label_command)
+    app.command("export")(export_command)

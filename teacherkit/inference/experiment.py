@@ -1,0 +1,197 @@
+"""Load a trained experiment and predict with its teachers in a few lines::
+
+    from teacherkit.inference import load_experiment
+
+    exp = load_experiment("runs/exp1")
+    results = exp.predict(["a.jpg", "b.jpg"])          # boxes, plus masks when SAM was trained
+    for det in results[0]:
+        print(det["category_name"], det["score"], det["bbox"])
+
+``exp.teacher("grounding_dino", adapter_scale=0.5)`` gives one teacher with its LoRA update
+scaled (0 = base model, 1 = fine-tuned).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacherkit.errors import TeacherkitError
+from teacherkit.types import Sample
+
+
+class ExperimentError(TeacherkitError):
+    exit_code = 2
+
+
+@dataclass
+class LoadedTeacher:
+    """A teacher ready to predict: model on its device in eval mode, plus its preprocessor."""
+
+    spec: Any
+    teacher: Any
+    preprocessor: Any
+    config: Any
+    device: Any
+
+    def predict_samples(self, samples: Sequence[Sample]) -> list[list[dict[str, Any]]]:
+        """Predictions for raw samples (one batch); see ``Teacher.predict``."""
+        import torch
+
+        from teacherkit.training.dataset import move_to_device
+
+        batch = self.preprocessor.collate([self.preprocessor(s, train=False) for s in samples])
+        batch = move_to_device(batch, self.device)
+        with torch.no_grad():
+            return self.teacher.predict(self.teacher.model, batch)
+
+
+def empty_sample(image: np.ndarray, image_id: int, file_name: str = "") -> Sample:
+    h, w = image.shape[:2]
+    return {
+        "image": image, "image_id": image_id, "file_name": file_name, "orig_size": (h, w),
+        "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+        "category_ids": np.zeros(0, np.int64), "annotation_ids": np.zeros(0, np.int64),
+        "iscrowd": np.zeros(0, np.int64), "masks": np.zeros((0, h, w), np.uint8), "extra": {"seed": 0},
+    }
+
+
+def prompted_sample(image: np.ndarray, image_id: int, detections: Sequence[dict[str, Any]]) -> Sample:
+    """A sample whose instances are ``detections`` (boxes in pixels), for prompting SAM;
+    annotation ids are the detections' positions."""
+    sample = empty_sample(image, image_id)
+    h, w = image.shape[:2]
+    n = len(detections)
+    sample["boxes"] = np.asarray([d["bbox"] for d in detections], np.float32).reshape(-1, 4)
+    sample["category_ids"] = np.asarray([d["category_id"] for d in detections], np.int64)
+    sample["labels"] = np.zeros(n, np.int64)
+    sample["annotation_ids"] = np.arange(n, dtype=np.int64)
+    sample["iscrowd"] = np.zeros(n, np.int64)
+    sample["masks"] = np.zeros((n, h, w), np.uint8)  # unused at prediction; the prompt is the box
+    return sample
+
+
+class Experiment:
+    """A trained experiment folder (see :mod:`teacherkit.training.trainer`)."""
+
+    def __init__(self, path: str | Path, host: Any = None, device: str | None = None) -> None:
+        from teacherkit.config import load_config_yaml
+        from teacherkit.data.info import DatasetInfo
+        from teacherkit.plugins import get_plugin_manager
+        from teacherkit.training.trainer import CONFIG_FILE, DATASET_INFO_FILE
+
+        self.path = Path(path)
+        if not (self.path / CONFIG_FILE).is_file():
+            raise ExperimentError(f"{self.path}: not a teacherkit experiment ({CONFIG_FILE} is missing)")
+        self.host = host or get_plugin_manager()
+        self.config = load_config_yaml(self.host.config_model(), self.path / CONFIG_FILE)
+        import json
+
+        self.info = DatasetInfo.from_dict(json.loads((self.path / DATASET_INFO_FILE).read_text(encoding="utf-8")))
+        self.device = device
+
+    @property
+    def teacher_names(self) -> list[str]:
+        """Teachers with a saved adapter (trained at least one epoch), in training order."""
+        root = self.path / "teachers"
+        names = [p.name for p in sorted(root.iterdir())] if root.is_dir() else []
+        trained = [n for n in names if (root / n / "adapter").is_dir()]
+        order = list(self.host.teachers())
+        return sorted(trained, key=lambda n: order.index(n) if n in order else len(order))
+
+    def _device(self) -> Any:
+        import torch
+
+        if self.device:
+            return torch.device(self.device)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def teacher(self, name: str, *, adapter: bool = True, adapter_scale: float = 1.0,
+                overrides: dict[str, Any] | None = None) -> LoadedTeacher:
+        """Load one teacher. ``adapter=False`` gives the base model; ``adapter_scale``
+        interpolates between base (0) and fine-tuned (1); ``overrides`` change prediction
+        settings of the teacher's config section (thresholds, NMS)."""
+        import torch
+
+        if name not in self.teacher_names:
+            raise ExperimentError(
+                f"{self.path}: no trained teacher {name!r}; this experiment has: {', '.join(self.teacher_names) or 'none'}"
+            )
+        spec = self.host.teacher(name)
+        tdir = self.path / "teachers" / name
+        tcfg = self.config.teacher(name)
+        update: dict[str, Any] = dict(overrides or {})
+        if (tdir / "base").is_dir():
+            update["base"] = str(tdir / "base")
+        tcfg = tcfg.model_copy(update=update)
+        torch.manual_seed(self.config.training.seed)
+        teacher = self.host.load_model(spec, tcfg, self.info, None)
+        if adapter:
+            teacher.load_adapter(tdir / "adapter")
+            if adapter_scale != 1.0:
+                teacher.set_adapter_scale(adapter_scale)
+        elif adapter_scale != 1.0:
+            raise ExperimentError("adapter_scale needs the adapter; use adapter=True")
+        device = self._device()
+        teacher.model.to(device)
+        teacher.model.eval()
+        preprocessor = self.host.make_preprocessor(spec, tcfg, teacher)
+        return LoadedTeacher(spec, teacher, preprocessor, tcfg, device)
+
+    def class_name(self, category_id: int) -> str:
+        for cat in self.info.categories:
+            if int(cat["id"]) == int(category_id):
+                return str(cat["name"])
+        return str(category_id)
+
+    def predict(self, images: Iterable[str | Path | np.ndarray], *, adapter_scale: float = 1.0,
+                batch_size: int = 4) -> list[list[dict[str, Any]]]:
+        """Boxes from the box teacher, refined to masks by the mask teacher when the
+        experiment has one. Each detection: ``bbox`` (xywh pixels), ``category_id``,
+        ``category_name``, ``score``, and ``segmentation`` (COCO RLE) with SAM."""
+        from teacherkit.training.dataset import read_image
+
+        box = next((n for n in self.teacher_names if self.host.teacher(n).evaluation == "bbox"), None)
+        if box is None:
+            raise ExperimentError(f"{self.path}: prediction needs a box teacher (e.g. grounding_dino); "
+                                  f"this experiment has {', '.join(self.teacher_names) or 'none'}")
+        boxes = self.teacher(box, adapter_scale=adapter_scale)
+        masks = self.mask_teacher(adapter_scale=adapter_scale)
+        pixels = [read_image(Path(im)) if not isinstance(im, np.ndarray) else im for im in images]
+        out: list[list[dict[str, Any]]] = []
+        for start in range(0, len(pixels), batch_size):
+            chunk = pixels[start : start + batch_size]
+            out.extend(predict_images(boxes, masks, chunk, range(start, start + len(chunk)), self.class_name))
+        return out
+
+    def mask_teacher(self, adapter_scale: float = 1.0) -> LoadedTeacher | None:
+        name = next((n for n in self.teacher_names if self.host.teacher(n).evaluation == "prompted_mask"), None)
+        return self.teacher(name, adapter_scale=adapter_scale) if name else None
+
+
+def predict_images(boxes: LoadedTeacher, masks: LoadedTeacher | None, images: Sequence[np.ndarray],
+                   image_ids: Iterable[int], class_name: Any = str) -> list[list[dict[str, Any]]]:
+    """Box teacher on ``images``, then (optionally) the mask teacher prompted by each box."""
+    ids = list(image_ids)
+    samples = [empty_sample(img, i) for img, i in zip(images, ids, strict=True)]
+    detections = boxes.predict_samples(samples)
+    results: list[list[dict[str, Any]]] = []
+    for img, image_id, dets in zip(images, ids, detections, strict=True):
+        dets = [dict(d, category_name=class_name(d["category_id"])) for d in dets]
+        if masks is not None and dets:
+            by_index = {p["annotation_id"]: p for p in masks.predict_samples([prompted_sample(img, image_id, dets)])[0]}
+            for k, det in enumerate(dets):
+                if k in by_index:
+                    det["segmentation"] = by_index[k]["segmentation"]
+                    det["mask_score"] = by_index[k]["score"]
+        results.append(dets)
+    return results
+
+
+def load_experiment(path: str | Path, host: Any = None, device: str | None = None) -> Experiment:
+    """Open a trained experiment folder (seed-style convenience)."""
+    return Experiment(path, host=host, device=device)
