@@ -156,7 +156,9 @@ def teacherkit_augmentations() -> list[CharacteristicSpec]:
 
 
 @hookspec(firstresult=True)
-def teacherkit_make_augmentation(config: AugmentationConfig, dataset_info: DatasetInfo) -> Augmentation | None:
+def teacherkit_make_augmentation(
+    config: AugmentationConfig, dataset_info: DatasetInfo, host: Any
+) -> Augmentation | None:
     """Assemble the training-time augmentation pipeline.
 
     Called once per training run, before the datasets are built.
@@ -164,6 +166,9 @@ def teacherkit_make_augmentation(config: AugmentationConfig, dataset_info: Datas
     :param config: the resolved ``augmentation`` config section (characteristics,
         environment, intensity, seed).
     :param dataset_info: facts about the training data.
+    :param host: the :class:`teacherkit.plugins.PluginHost` making the call, so the
+        pipeline sees characteristics of every plugin registered on it (including ones
+        registered in-process, as in tests).
     :return: a callable ``augment(sample, seed) -> sample`` that keeps boxes, masks and
         labels consistent and is deterministic for a seed, or ``None`` to train without augmentation.
 

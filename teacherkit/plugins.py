@@ -217,7 +217,7 @@ class PluginHost:
         return out
 
     def make_augmentation(self, config: AugmentationConfig, dataset_info: DatasetInfo) -> Augmentation | None:
-        return self.pm.hook.teacherkit_make_augmentation(config=config, dataset_info=dataset_info)
+        return self.pm.hook.teacherkit_make_augmentation(config=config, dataset_info=dataset_info, host=self)
 
     # -- CLI -------------------------------------------------------------------------------
     def register_commands(self, app: typer.Typer) -> None:
