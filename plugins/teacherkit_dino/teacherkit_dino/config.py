@@ -4,21 +4,56 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from teacherkit.config import TeacherConfig
 
+#: LoRA targets used when ``lora.target_modules`` is null: in every decoder layer, the
+#: self-attention, the text cross-attention, the deformable cross-attention projections
+#: and the feed-forward network (a regular expression over module names, for peft).
+DEFAULT_LORA_TARGETS = (
+    r"model\.decoder\.layers\.\d+\.("
+    r"self_attn\.(query|key|value|out_proj)"
+    r"|encoder_attn_text\.(query|key|value|out_proj)"
+    r"|encoder_attn\.(sampling_offsets|attention_weights|value_proj|output_proj)"
+    r"|fc1|fc2)"
+)
+
+
+class TinyArchitecture(BaseModel):
+    """Sizes of the ``tiny`` base: the real Grounding DINO architecture, scaled down."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    d_model: int = Field(32, ge=8, description="Hidden size of the detector transformer.")
+    encoder_layers: int = Field(1, ge=1, description="Fusion encoder layers.")
+    decoder_layers: int = Field(2, ge=1, description="Decoder layers.")
+    ffn_dim: int = Field(64, ge=8, description="Feed-forward size of encoder and decoder layers.")
+    heads: int = Field(2, ge=1, description="Attention heads (d_model must divide by it).")
+    num_queries: int = Field(16, ge=1, description="Object queries: the most boxes one image can get.")
+    n_points: int = Field(2, ge=1, description="Sampling points per level of deformable attention.")
+    swin_embed_dim: int = Field(16, ge=8, description="Swin backbone width of the first stage.")
+    text_hidden: int = Field(32, ge=8, description="Hidden size of the BERT text encoder.")
+    text_layers: int = Field(1, ge=1, description="BERT text encoder layers.")
+    seed: int = Field(0, description="Seed of the random weights; the same seed and classes give the same base.")
+
 
 class GroundingDinoConfig(TeacherConfig):
+    """Grounding DINO (transformers ``GroundingDinoForObjectDetection``) trained on boxes."""
+
     tiny_preset: ClassVar[dict[str, Any]] = {"finetune": "full", "shortest_edge": 128, "longest_edge": 192}
 
     shortest_edge: int = Field(800, ge=32, description="Resize so the shorter image side is this long.")
     longest_edge: int = Field(1333, ge=32, description="...unless the longer side would exceed this.")
-    max_text_len: int = Field(256, ge=8, description="Token limit of the text prompt; classes beyond it are chunked.")
+    max_text_len: int = Field(
+        256, ge=8, description="Token limit of the text prompt; classes beyond it are sampled (training) or "
+        "chunked (prediction). Capped by the model's own max_text_len."
+    )
     box_threshold: float = Field(0.3, ge=0, le=1, description="Minimum box score kept at prediction.")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Minimum phrase score for a box's class.")
     nms_iou: float | None = Field(0.5, gt=0, le=1, description="Per-class NMS IoU at prediction; null disables.")
-    train_box_head: bool = Field(True, description="Train the box/class heads fully alongside LoRA.")
+    train_box_head: bool = Field(True, description="Train the box heads fully alongside LoRA.")
     freeze_backbone: bool = Field(True, description="Keep the image backbone frozen (LoRA mode).")
     freeze_text_encoder: bool = Field(True, description="Keep the text encoder frozen (LoRA mode).")
     max_detections: int = Field(100, ge=1, description="Detections kept per image at prediction.")
+    tiny: TinyArchitecture = Field(default_factory=TinyArchitecture, description="Sizes of the 'tiny' base.")

@@ -1,0 +1,259 @@
+"""Building the Grounding DINO module: the tiny preset, local/cached checkpoints, LoRA.
+
+Imported lazily (it imports torch and transformers at module level); ``plugin.py``
+reaches it only inside hook functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GroundingDinoForObjectDetection
+
+from teacherkit.config import ConfigError
+from teacherkit.errors import TeacherkitError
+from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
+
+log = logging.getLogger(__name__)
+
+#: ImageNet statistics, what Grounding DINO's processor uses; the tiny preset keeps them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BASE_MARKER = "teacherkit_base.json"
+
+
+class ModelLoadError(TeacherkitError):
+    """The base checkpoint cannot be found or is not a Grounding DINO model."""
+
+
+class TeacherGroundingDino(GroundingDinoForObjectDetection):
+    """``GroundingDinoForObjectDetection`` that tells peft where its word embeddings are.
+
+    transformers 5 raises ``NotImplementedError`` from ``get_input_embeddings`` on this
+    model (its embeddings sit in a nested BERT), and ``peft.get_peft_model`` asks for
+    them. The text backbone's word embeddings are the right answer. Nothing else
+    changes: weights and config load and save exactly as the parent's.
+    """
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.model.text_backbone.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: torch.nn.Module) -> None:
+        self.model.text_backbone.embeddings.word_embeddings = value
+
+
+@dataclass
+class LoadedBase:
+    """A base model with what is needed to feed it."""
+
+    model: TeacherGroundingDino
+    tokenizer: Any
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
+    source: str = "tiny"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- tiny preset ----------------------------------------------------------------------------
+
+
+def tiny_model_config(arch: TinyArchitecture, vocab_size: int, max_text_len: int) -> Any:
+    """A small ``GroundingDinoConfig``: same architecture, a few hundred thousand weights."""
+    from transformers import BertConfig, SwinConfig
+    from transformers import GroundingDinoConfig as HFGroundingDinoConfig
+
+    dim = arch.swin_embed_dim
+    backbone = SwinConfig(
+        embed_dim=dim,
+        depths=[1, 1, 1, 1],
+        num_heads=[max(1, dim // 16), max(1, dim // 8), max(1, dim // 8), max(1, dim // 4)],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=arch.text_hidden,
+        num_hidden_layers=arch.text_layers,
+        num_attention_heads=max(1, arch.text_hidden // 16),
+        intermediate_size=2 * arch.text_hidden,
+        max_position_embeddings=max(512, max_text_len),
+    )
+    return HFGroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=arch.d_model,
+        encoder_layers=arch.encoder_layers,
+        decoder_layers=arch.decoder_layers,
+        encoder_ffn_dim=arch.ffn_dim,
+        decoder_ffn_dim=arch.ffn_dim,
+        encoder_attention_heads=arch.heads,
+        decoder_attention_heads=arch.heads,
+        num_queries=arch.num_queries,
+        encoder_n_points=arch.n_points,
+        decoder_n_points=arch.n_points,
+        max_text_len=max_text_len,
+        # A random base has nothing to protect from over-fitting; regularisers only slow the trial run.
+        dropout=0.0,
+        fusion_droppath=0.0,
+        architectures=["GroundingDinoForObjectDetection"],
+    )
+
+
+def build_tiny_base(class_names: list[str], arch: TinyArchitecture, max_text_len: int) -> LoadedBase:
+    """Random weights from a fixed seed: the same classes and sizes give the same base."""
+    from teacherkit_dino.tokenizer import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(class_names)
+    config = tiny_model_config(arch, vocab_size=len(tokenizer), max_text_len=max_text_len)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(arch.seed)
+        model = TeacherGroundingDino(config)
+    return LoadedBase(model=model, tokenizer=tokenizer, source="tiny", extra={"class_names": list(class_names)})
+
+
+def save_base(base: LoadedBase, directory: Path) -> None:
+    """Write model, tokenizer and image-processor settings so ``load_pretrained`` reloads it."""
+    from transformers import GroundingDinoImageProcessor
+
+    from teacherkit.atomic import atomic_write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    base.model.config.architectures = ["GroundingDinoForObjectDetection"]
+    base.model.save_pretrained(directory)
+    base.tokenizer.save_pretrained(directory)
+    GroundingDinoImageProcessor(image_mean=list(base.image_mean), image_std=list(base.image_std)).save_pretrained(
+        directory
+    )
+    atomic_write_json(directory / BASE_MARKER, {"preset": base.source, **base.extra}, indent=2)
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+
+
+def _not_found(base: str, why: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"teachers.grounding_dino.base = {base!r}: {why}. teacherkit never downloads weights while training. "
+        f"On a machine with internet run `hf download IDEA-Research/grounding-dino-tiny` (fills the local "
+        f"Hugging Face cache, then this id works offline) or `hf download IDEA-Research/grounding-dino-tiny "
+        f"--local-dir ./grounding-dino-tiny` and set teachers.grounding_dino.base to that folder; or try the "
+        f"pipeline with --preset tiny (random weights)."
+    )
+
+
+def load_pretrained(base: str) -> LoadedBase:
+    """``from_pretrained`` of a local directory or a hub id already in the local cache."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
+
+    path = Path(base).expanduser()
+    looks_like_path = path.is_absolute() or base.startswith((".", "~")) or base.count("/") > 1
+    if looks_like_path and not path.is_dir():
+        raise _not_found(base, "no such directory")
+    where = str(path) if path.is_dir() else base
+    try:
+        config = AutoConfig.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _not_found(base, "not a local directory and not in the local Hugging Face cache") from exc
+    if getattr(config, "model_type", None) != "grounding-dino":
+        raise ModelLoadError(
+            f"teachers.grounding_dino.base = {base!r} is a {config.model_type!r} model, not Grounding DINO"
+        )
+    try:
+        model = TeacherGroundingDino.from_pretrained(where, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise _not_found(base, f"its weights or tokenizer are missing ({exc})") from exc
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    try:
+        processor = AutoImageProcessor.from_pretrained(where, local_files_only=True)
+        mean, std = tuple(processor.image_mean), tuple(processor.image_std)
+    except (OSError, ValueError, AttributeError):
+        log.warning("%s has no image processor config; normalising with ImageNet mean/std", base)
+    extra: dict[str, Any] = {}
+    marker = path / BASE_MARKER if path.is_dir() else None
+    if marker is not None and marker.is_file():
+        import json
+
+        extra = json.loads(marker.read_text(encoding="utf-8"))
+    return LoadedBase(model=model, tokenizer=tokenizer, image_mean=mean, image_std=std, source=base, extra=extra)
+
+
+def load_base(config: GroundingDinoConfig, class_names: list[str]) -> LoadedBase:
+    if config.base == "tiny":
+        return build_tiny_base(class_names, config.tiny, config.max_text_len)
+    return load_pretrained(config.base)
+
+
+# -- fine-tuning modes -----------------------------------------------------------------------
+
+
+def box_head_parameters(model: TeacherGroundingDino) -> dict[str, torch.nn.Parameter]:
+    """The per-layer box heads ``bbox_embed`` (tied to the decoder's refinement copy).
+
+    The two-stage proposal head (``model.encoder_output_bbox_embed``) is left out on
+    purpose: transformers detaches the proposals before the loss sees them, so it
+    never receives a gradient.
+    """
+    return dict(model.bbox_embed.named_parameters(prefix="bbox_embed"))
+
+
+def apply_finetune(model: TeacherGroundingDino, config: GroundingDinoConfig) -> torch.nn.Module:
+    """Make the right parameters trainable: everything (``full``) or peft LoRA adapters,
+    plus the box head and unfrozen parts as configured. Returns the module to train."""
+    if config.finetune == "full":
+        model.requires_grad_(True)
+        # Swin's final layer norm is not on Grounding DINO's path (it reads the stage outputs);
+        # left trainable it would never get a gradient and DDP would wait for one.
+        swin = getattr(getattr(model.model.backbone.conv_encoder, "model", None), "swin", None)
+        if swin is not None and hasattr(swin, "layernorm"):
+            swin.layernorm.requires_grad_(False)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = config.lora.target_modules or DEFAULT_LORA_TARGETS
+    lora = LoraConfig(
+        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        target_modules=targets, bias="none",
+    )
+    try:
+        with warnings.catch_warnings():
+            # peft probes a transformers attribute that transformers 5 deprecated; not ours to fix.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(
+            f"teachers.grounding_dino.lora.target_modules = {config.lora.target_modules!r}: {exc}"
+        ) from exc
+    if config.train_box_head:
+        for param in box_head_parameters(model).values():
+            param.requires_grad_(True)
+    if not config.freeze_backbone:
+        model.model.backbone.requires_grad_(True)
+    if not config.freeze_text_encoder:
+        model.model.text_backbone.requires_grad_(True)
+    return peft_model
+
+
+def parameter_groups(module: torch.nn.Module) -> dict[str, int]:
+    """Trainable parameter counts by group, for the parameter report."""
+    groups = {"lora": 0, "box_head": 0, "backbone": 0, "text_encoder": 0, "other": 0}
+    for name, param in module.named_parameters():
+        if not param.requires_grad:
+            continue
+        if "lora_" in name:
+            key = "lora"
+        elif "bbox_embed" in name:
+            key = "box_head"
+        elif ".backbone." in f".{name}":
+            key = "backbone"
+        elif "text_backbone" in name:
+            key = "text_encoder"
+        else:
+            key = "other"
+        groups[key] += param.numel()
+    return {k: v for k, v in groups.items() if v}

@@ -1,0 +1,75 @@
+"""Helpers for the Grounding DINO plugin tests: dataset facts, samples read from COCO
+files written by ``teacherkit.testing.make_coco_dataset``, and tiny teachers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacherkit.data.info import DatasetInfo
+
+
+def info_from_categories(categories: list[dict[str, Any]], source: str = "test.json") -> DatasetInfo:
+    cats = sorted(categories, key=lambda c: int(c["id"]))
+    return DatasetInfo(
+        annotation_kinds=["boxes"], categories=[{"id": int(c["id"]), "name": c["name"]} for c in cats],
+        class_names=[c["name"] for c in cats], class_mapping={int(c["id"]): i for i, c in enumerate(cats)},
+        source=source,
+    )
+
+
+def load_coco_samples(json_path: Path) -> tuple[DatasetInfo, list[dict[str, Any]]]:
+    """The dataset's ``DatasetInfo`` and one ``teacherkit.types.Sample`` per image."""
+    from PIL import Image
+
+    data = json.loads(Path(json_path).read_text())
+    info = info_from_categories(data["categories"], source=str(json_path))
+    samples = []
+    for image in data["images"]:
+        anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        pixels = np.asarray(Image.open(Path(json_path).parent / image["file_name"]).convert("RGB"))
+        samples.append({
+            "image": pixels, "image_id": image["id"], "file_name": image["file_name"],
+            "orig_size": pixels.shape[:2],
+            "boxes": np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4),
+            "labels": np.asarray([info.class_mapping[a["category_id"]] for a in anns], dtype=np.int64),
+            "category_ids": np.asarray([a["category_id"] for a in anns], dtype=np.int64),
+            "annotation_ids": np.asarray([a["id"] for a in anns], dtype=np.int64),
+            "iscrowd": np.asarray([a.get("iscrowd", 0) for a in anns], dtype=np.int64),
+            "masks": None,
+        })
+    return info, samples
+
+
+def make_teacher(info: DatasetInfo, **overrides: Any):
+    """A tiny-preset teacher built through the plugin's load hook."""
+    from teacherkit_dino import plugin
+    from teacherkit_dino.config import GroundingDinoConfig
+
+    settings = {"base": "tiny", "shortest_edge": 64, "longest_edge": 96, **overrides}
+    config = GroundingDinoConfig(**settings)
+    return plugin.teacherkit_load_model(teacher=plugin.TEACHER, config=config, dataset_info=info, workdir=None)
+
+
+def shapes_info() -> DatasetInfo:
+    """Gapped ids and id 0 on purpose: the phrase ↔ category map must not assume 1..n."""
+    return info_from_categories([{"id": 0, "name": "square"}, {"id": 7, "name": "circle"},
+                                 {"id": 3, "name": "triangle"}])
+
+
+def random_sample(rng: np.random.Generator, image_id: int, labels: list[int], size=(48, 64)) -> dict[str, Any]:
+    h, w = size
+    boxes = []
+    for k in range(len(labels)):
+        x, y = rng.uniform(0, w / 2), rng.uniform(0, h / 2)
+        boxes.append([x, y, rng.uniform(4, w / 2), rng.uniform(4, h / 2)])
+    n = len(labels)
+    return {
+        "image": rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "image_id": image_id, "orig_size": (h, w),
+        "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4), "labels": np.asarray(labels, dtype=np.int64),
+        "category_ids": np.zeros(n, dtype=np.int64), "annotation_ids": np.arange(n), "iscrowd": np.zeros(n),
+        "masks": None,
+    }
