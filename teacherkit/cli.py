@@ -187,7 +187,10 @@ def run(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:
         app = build_app()
-        app(args=args, prog_name="teacherkit", standalone_mode=False)
+        # with standalone_mode=False click returns a command's exit code instead of raising
+        rc = app(args=args, prog_name="teacherkit", standalone_mode=False)
+        if isinstance(rc, int):
+            return rc
     except TeacherkitError as exc:
         if state.verbose:
             import traceback

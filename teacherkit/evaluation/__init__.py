@@ -1,6 +1,23 @@
-"""Metrics: COCO box mAP (pycocotools) and prompted-mask IoU/dice."""
+"""Metrics: COCO box/mask mAP (pycocotools) and prompted-mask IoU/dice.
 
-from teacherkit.evaluation.coco_metrics import bbox_metrics, segm_metrics
-from teacherkit.evaluation.mask_metrics import prompted_mask_metrics
+Imported lazily so the CLI does not load numpy/pycocotools to print help."""
 
-__all__ = ["bbox_metrics", "segm_metrics", "prompted_mask_metrics"]
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "bbox_metrics": "teacherkit.evaluation.coco_metrics",
+    "segm_metrics": "teacherkit.evaluation.coco_metrics",
+    "prompted_mask_metrics": "teacherkit.evaluation.mask_metrics",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(name)
+    from importlib import import_module
+
+    return getattr(import_module(_EXPORTS[name]), name)

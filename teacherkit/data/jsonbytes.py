@@ -1,0 +1,81 @@
+"""Reading COCO JSON bytes and describing why they do not decode.
+
+msgspec is strict JSON: it rejects a UTF-8 byte-order mark, ``NaN``/``Infinity`` and
+non-UTF-8 text, all of which appear in COCO files written by other tools. These helpers
+turn each failure into a message with the byte offset, line and column, and offer the
+lenient fallbacks validation uses to keep reporting past them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from teacherkit.errors import DataError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_BYTE_RE = re.compile(r"\(byte (\d+)\)")
+_NONSTANDARD = (b"NaN", b"Infinity", b"-Infinity")
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; ``DataError`` naming the file when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, expected a COCO .json file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def position(data: bytes, offset: int) -> str:
+    """``byte N (line L, column C)`` for an offset into ``data``."""
+    offset = max(0, min(offset, len(data)))
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return f"byte {offset} (line {line}, column {column})"
+
+
+def utf8_error_offset(data: bytes) -> int | None:
+    """Offset of the first byte that is not valid UTF-8, or ``None``."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return None
+
+
+def decode_error_offset(message: str, data: bytes) -> int:
+    """The byte offset a msgspec ``DecodeError`` points at (end of data if truncated)."""
+    match = _BYTE_RE.search(message)
+    if match:
+        return int(match.group(1))
+    return len(data)
+
+
+def nonstandard_number_at(data: bytes, offset: int) -> bool:
+    """Whether a JavaScript-only number literal (``NaN``, ``Infinity``) starts at ``offset``."""
+    return any(data.startswith(token, offset) for token in _NONSTANDARD)
+
+
+def describe_decode_error(message: str, data: bytes) -> tuple[int, str]:
+    """``(offset, human message)`` for a msgspec ``DecodeError`` message."""
+    offset = decode_error_offset(message, data)
+    if "truncated" in message:
+        return offset, f"the JSON ends early at {position(data, offset)} (file truncated?)"
+    if nonstandard_number_at(data, offset):
+        return offset, f"non-standard number literal (NaN/Infinity) at {position(data, offset)}"
+    reason = _BYTE_RE.sub("", message).strip().removeprefix("JSON is malformed:").strip()
+    snippet = data[offset:offset + 20].decode("utf-8", errors="replace")
+    return offset, f"invalid JSON at {position(data, offset)}: {reason} near {snippet!r}"
+
+
+def legacy_text(data: bytes) -> str:
+    """Text of a file that is not UTF-8: Windows-1252 when it decodes, else Latin-1
+    (which always does). Used to keep validating and by ``--fix`` to transcode."""
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")

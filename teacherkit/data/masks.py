@@ -1,0 +1,162 @@
+"""COCO segmentations as masks, and the geometry validation needs without decoding.
+
+Three segmentation forms exist in COCO files, and pycocotools' meaning is kept for each:
+
+* polygons: ``[[x1, y1, x2, y2, ...], ...]`` in pixel coordinates;
+* compressed RLE: ``{"size": [h, w], "counts": "<pycocotools string>"}`` (``str`` or
+  ``bytes`` counts);
+* uncompressed RLE: ``{"size": [h, w], "counts": [run, run, ...]}``, runs over the
+  column-major (Fortran order) flattened mask, starting with a run of zeros.
+
+pycocotools is imported inside the functions that need it so importing this module
+stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SegmentationKind = str  # "polygons" | "rle" | "uncompressed_rle"
+
+
+def segmentation_kind(segmentation: Any) -> SegmentationKind | None:
+    """Which of the three COCO forms ``segmentation`` has, or ``None`` when it is none of
+    them (the form only; whether its content is valid is validation's job)."""
+    if isinstance(segmentation, list):
+        return "polygons"
+    if isinstance(segmentation, dict):
+        counts = segmentation.get("counts")
+        if isinstance(counts, list):
+            return "uncompressed_rle"
+        if isinstance(counts, (str, bytes)):
+            return "rle"
+    return None
+
+
+def _to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
+    """One compressed RLE (bytes counts, as pycocotools' C API wants) for any form."""
+    from pycocotools import mask as mask_utils
+
+    kind = segmentation_kind(segmentation)
+    if kind == "polygons":
+        polygons = [[float(v) for v in poly] for poly in segmentation]
+        if not polygons:
+            return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+        return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    if kind == "uncompressed_rle":
+        h, w = (int(v) for v in segmentation["size"])
+        return mask_utils.frPyObjects(segmentation, h, w)
+    if kind == "rle":
+        counts = segmentation["counts"]
+        return {"size": [int(v) for v in segmentation["size"]],
+                "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    raise ValueError(f"not a COCO segmentation: {type(segmentation).__name__}")
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+    """The binary mask ``(height, width)`` uint8 of a polygon list, compressed RLE (str or
+    bytes counts) or uncompressed RLE, rasterised exactly as pycocotools does.
+
+    RLE carries its own ``size``; a mismatch with ``height``/``width`` raises
+    ``ValueError`` rather than returning a mask of the wrong shape.
+    """
+    from pycocotools import mask as mask_utils
+
+    rle = _to_rle(segmentation, height, width)
+    mask = mask_utils.decode(rle)
+    if mask.shape != (height, width):
+        raise ValueError(f"RLE size {list(mask.shape)} differs from the image size [{height}, {width}]")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO compressed RLE of a 2-D mask, with ``str`` counts (JSON-ready)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask) > 0, dtype=np.uint8))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def mask_to_bbox(mask: np.ndarray) -> list[float]:
+    """``[x, y, w, h]`` of the mask's foreground (pixel edges); ``[0, 0, 0, 0]`` when empty,
+    as pycocotools' ``toBbox`` returns."""
+    mask = np.asarray(mask)
+    cols = np.flatnonzero(mask.any(axis=0))
+    if cols.size == 0:
+        return [0.0, 0.0, 0.0, 0.0]
+    rows = np.flatnonzero(mask.any(axis=1))
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])]
+
+
+def segmentation_area_bbox(segmentation: Any, height: int, width: int) -> tuple[float, list[float]]:
+    """Pixel area and ``[x, y, w, h]`` of a segmentation without materialising the mask
+    (pycocotools works on the run lengths)."""
+    from pycocotools import mask as mask_utils
+
+    rle = _to_rle(segmentation, height, width)
+    return float(mask_utils.area(rle)), [float(v) for v in mask_utils.toBbox(rle)]
+
+
+def compress_rle(segmentation: dict[str, Any]) -> dict[str, Any]:
+    """Uncompressed RLE → compressed RLE with ``str`` counts (same mask)."""
+    h, w = (int(v) for v in segmentation["size"])
+    rle = _to_rle(segmentation, h, w)
+    return {"size": [h, w], "counts": rle["counts"].decode("ascii")}
+
+
+def decode_rle_string(counts: str | bytes) -> list[int]:
+    """Run lengths of a pycocotools compressed-RLE string.
+
+    Pure Python so that malformed strings are *detected*: pycocotools' C decoder reads
+    whatever it is given. Raises ``ValueError`` naming the character position of the
+    first problem (a character outside ``0``-``o``, a string cut inside a number, a
+    negative run).
+    """
+    text = counts.decode("ascii", errors="replace") if isinstance(counts, bytes) else counts
+    runs: list[int] = []
+    pos, n = 0, len(text)
+    while pos < n:
+        value, shift, more = 0, 0, True
+        start = pos
+        while more:
+            if pos >= n:
+                raise ValueError(f"counts string ends inside a run length (from character {start})")
+            code = ord(text[pos]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"counts string has an invalid character {text[pos]!r} at position {pos}")
+            value |= (code & 0x1F) << shift
+            more = bool(code & 0x20)
+            pos += 1
+            shift += 5
+            if not more and code & 0x10:
+                value |= -1 << shift  # sign-extend the last 5-bit group
+        if len(runs) > 2:
+            value += runs[-2]  # pycocotools stores runs after the second as deltas
+        if value < 0:
+            raise ValueError(f"counts string decodes to a negative run length at position {start}")
+        runs.append(value)
+    return runs
+
+
+def polygon_area(polygon: list[float]) -> float:
+    """Shoelace area of one flat polygon ``[x1, y1, ...]`` (close to, not exactly, the
+    rasterised pixel area pycocotools reports)."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    n = len(xs)
+    total = 0.0
+    for i in range(n):
+        j = (i + 1) % n
+        total += xs[i] * ys[j] - xs[j] * ys[i]
+    return abs(total) / 2.0
+
+
+def is_number(value: Any) -> bool:
+    """A JSON number (bool is not one, although Python says it is an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value)
