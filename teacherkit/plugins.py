@@ -150,9 +150,11 @@ class PluginHost:
     # -- teachers ------------------------------------------------------------------------
     def teachers(self) -> dict[str, TeacherSpec]:
         specs: dict[str, TeacherSpec] = {}
+        # pluggy calls the newest plugin first; list teachers in registration order instead
+        # (so boxes before masks for the built-in pair, and results are stable)
         for impl, result in zip(
-            reversed(self.pm.hook.teacherkit_register_teachers.get_hookimpls()),
-            self.pm.hook.teacherkit_register_teachers(),
+            self.pm.hook.teacherkit_register_teachers.get_hookimpls(),
+            reversed(self.pm.hook.teacherkit_register_teachers()),
             strict=False,
         ):
             for spec in result or []:

@@ -200,6 +200,7 @@ class TeacherTrainer:
         )
         results: dict[str, LoopResult] = {}
         reports: dict[str, str] = {}
+        self._monitors: dict[str, str] = {}
         status = "finished"
         try:
             with StopFlag(self.stop_after_steps) as stop:
@@ -214,7 +215,8 @@ class TeacherTrainer:
             if main:
                 self._write_metadata(info, teachers, results, reports, accelerator, started, status)
         if main:
-            reporter.summary_table("results", [self._summary_row(n, r) for n, r in results.items()])
+            reporter.summary_table("results", [self._summary_row(n, r, self._monitors.get(n))
+                                               for n, r in results.items()])
             reporter.line(f"experiment saved to {self.output}")
         return results
 
@@ -254,6 +256,7 @@ class TeacherTrainer:
                                           spec.primary_metric == "loss" else "max")
         if monitor.endswith("loss") and cfg.checkpointing.mode is None:
             mode = "min"
+        self._monitors[spec.name] = monitor
         settings = LoopSettings(
             epochs=cfg.training.epochs,
             batch_size=tcfg.batch_size or cfg.training.batch_size,
@@ -310,14 +313,16 @@ class TeacherTrainer:
             )
 
     @staticmethod
-    def _summary_row(name: str, result: LoopResult) -> dict[str, Any]:
+    def _summary_row(name: str, result: LoopResult, monitor: str | None = None) -> dict[str, Any]:
         last = result.history[-1] if result.history else {}
         row: dict[str, Any] = {"teacher": name, "epochs": result.epochs_run}
-        for key in ("train_loss", "bbox_AP", "bbox_AP50", "mIoU", "mDice", "val_loss"):
-            if key in last:
-                row[key] = last[key]
-        row["best"] = result.best_metric if result.best_metric is not None else "-"
-        row["best_epoch"] = result.best_epoch or "-"
+        if "train_loss" in last:
+            row["train loss"] = last["train_loss"]
+        if monitor:
+            row["metric"] = monitor
+            row["last"] = last.get(monitor, "-")
+            row["best"] = result.best_metric if result.best_metric is not None else "-"
+            row["best epoch"] = result.best_epoch or "-"
         row["img/s"] = round(result.images_per_second, 1)
         return row
 
