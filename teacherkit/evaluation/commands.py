@@ -62,10 +62,12 @@ def print_tables(result: dict[str, Any]) -> None:
         if "reference" in entry:
             columns += [("reference", "base"), ("reference", "tuned")]
         for key, variant in columns:
-            table.add_column(f"{variant} on {'test' if key == 'data' else 'reference'}", justify="right")
-        table.add_column("gain on test", justify="right")
+            table.add_column(variant if key == "data" else f"ref {variant}", justify="right")
+        table.add_column("gain", justify="right")
         if "reference" in entry:
             table.add_column("retention", justify="right")
+        table.caption = "base = adapter off; gain = tuned - base on --data" + (
+            "; ref = on --reference; retention = ref tuned / ref base" if "reference" in entry else "")
         metrics = [m for m in TABLE_METRICS if m in entry["data"]["tuned"]]
         for metric in metrics:
             row = [metric] + [f"{entry[k][v].get(metric, 0.0):.4f}" for k, v in columns]

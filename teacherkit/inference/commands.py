@@ -41,6 +41,8 @@ def label_command(
     for file_name, reason in report.skipped:
         typer.echo(f"warning: skipped {file_name}: {reason}", err=True)
     kind = "boxes and masks" if report.with_masks else "boxes"
+    if report.empty_masks:
+        typer.echo(f"warning: {report.empty_masks} boxes got an empty SAM mask and are kept without one", err=True)
     typer.echo(f"labelled {report.labelled} of {report.images} images ({report.annotations} {kind}"
                f"{f', {len(report.skipped)} skipped' if report.skipped else ''}) -> {report.output}")
 

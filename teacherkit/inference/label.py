@@ -31,6 +31,7 @@ class LabelReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     resumed_from: int = 0
     with_masks: bool = False
+    empty_masks: int = 0  # boxes whose SAM mask came out empty (kept as boxes without segmentation)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -187,12 +188,14 @@ def _to_coco(experiment: Any, files: list[Path], rel: dict[Path, str], records: 
                     ann["segmentation"] = det["segmentation"]
                     ann["area"] = float(np.count_nonzero(mask))
                     ann["mask_score"] = round(float(det.get("mask_score", 0.0)), 5)
+                else:
+                    report.empty_masks += 1
             annotations.append(ann)
             ann_id += 1
     report.annotations = len(annotations)
     return {
         "info": {"description": f"pseudo-labels by teacherkit from {experiment.path}",
-                 "teachers": experiment.teacher_names},
+                 "teachers": experiment.teacher_names, "empty_masks": report.empty_masks},
         "images": images,
         "annotations": annotations,
         "categories": [{"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
