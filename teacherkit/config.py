@@ -51,6 +51,7 @@ class TeacherConfig(_Section):
         "lora", description="'lora' trains adapters only; 'full' trains every weight (comparison, random bases)."
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
+    epochs: int | None = Field(None, ge=1, description="Per-teacher epochs; null uses training.epochs.")
     batch_size: int | None = Field(None, ge=1, description="Per-teacher batch size; null uses training.batch_size.")
     lr: float | None = Field(None, gt=0, description="Per-teacher learning rate; null uses training.lr.")
 

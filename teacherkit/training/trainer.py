@@ -258,7 +258,7 @@ class TeacherTrainer:
             mode = "min"
         self._monitors[spec.name] = monitor
         settings = LoopSettings(
-            epochs=cfg.training.epochs,
+            epochs=tcfg.epochs or cfg.training.epochs,
             batch_size=tcfg.batch_size or cfg.training.batch_size,
             lr=tcfg.lr or cfg.training.lr,
             weight_decay=cfg.training.weight_decay,
