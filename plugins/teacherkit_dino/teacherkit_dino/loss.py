@@ -19,6 +19,15 @@ learns (see :meth:`GroundingDinoLoss._encoder_proposals`).
 
 Padded text cannot produce NaN: padded positions carry logit ``-inf`` and are removed
 by the text mask before the focal loss, and images without boxes only add negatives.
+
+Speed (issue 9): transformers' criterion waits for the GPU about a dozen times per call
+(``.item()`` on the box count, box-format checks inside ``if``, ``masked_select``, one
+``torch.unique`` per image for the label maps), which left the GPU idle for a third of
+a Grounding DINO LoRA step. :class:`SyncFreeImageLoss` and :func:`label_maps_on_host`
+compute the same values with two waits per call: the cost matrices the Hungarian
+assignment (scipy) needs, and the prompt ids the label maps are read from. The old
+path stays available (``GroundingDinoLoss(sync_free=False)``) for comparison; the
+benchmark ``bench/train_throughput.py`` measures both.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers.image_transforms import center_to_corners_format
 from transformers.loss.loss_grounding_dino import GroundingDinoHungarianMatcher, GroundingDinoImageLoss
 from transformers.models.grounding_dino.modeling_grounding_dino import build_label_maps, build_text_mask
 
@@ -50,6 +60,123 @@ class BatchSafeImageLoss(GroundingDinoImageLoss):
         return onehot
 
 
+def unchecked_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """Pairwise GIoU of corner boxes, as transformers' ``generalized_box_iou`` computes it,
+    without its ``if not (x1 >= x0).all()`` checks: each check reads a GPU value on the
+    host. Our boxes cannot be inverted: predictions are sigmoid ``(cx, cy, w, h)`` with
+    ``w, h >= 0`` and the preprocessor writes non-negative target sizes."""
+    boxes1, boxes2 = boxes1.float(), boxes2.float()
+    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
+    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
+    inter_wh = (torch.min(boxes1[:, None, 2:], boxes2[:, 2:]) - torch.max(boxes1[:, None, :2], boxes2[:, :2]))
+    inter_wh = inter_wh.clamp(min=0)
+    inter = inter_wh[..., 0] * inter_wh[..., 1]
+    union = area1[:, None] + area2 - inter
+    hull_wh = (torch.max(boxes1[:, None, 2:], boxes2[:, 2:]) - torch.min(boxes1[:, None, :2], boxes2[:, :2]))
+    hull = hull_wh.clamp(min=0).prod(-1)
+    return inter / union - (hull - union) / hull
+
+
+def label_maps_on_host(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """transformers' ``build_label_maps`` run on a host copy of the (small) prompt ids,
+    then moved to the logits' device: one wait instead of one ``torch.unique`` per image."""
+    maps = build_label_maps(logits, input_ids.cpu())
+    return tuple(m.to(logits.device, non_blocking=True) for m in maps)
+
+
+class SyncFreeMatcher(GroundingDinoHungarianMatcher):
+    """transformers' Grounding DINO matcher (same costs, same scipy assignment) with the
+    unchecked GIoU: the only wait left is copying the cost matrix to the host."""
+
+    @torch.no_grad()
+    def forward(self, outputs: dict[str, Any], targets: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        from scipy.optimize import linear_sum_assignment
+
+        batch_size, num_queries = outputs["logits"].shape[:2]
+        sizes = [len(t["boxes"]) for t in targets]
+        if sum(sizes) == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            return [(empty, empty) for _ in sizes]
+        out_prob = outputs["logits"].flatten(0, 1).sigmoid()
+        out_bbox = outputs["pred_boxes"].flatten(0, 1)
+        maps = torch.cat([m[t["class_labels"]] for m, t in zip(outputs["label_maps"], targets)])
+        maps = maps / maps.sum(dim=-1, keepdim=True)
+        target_bbox = torch.cat([t["boxes"] for t in targets])
+        alpha, gamma = 0.25, 2.0  # fixed in transformers' matcher as well
+        neg = (1 - alpha) * (out_prob**gamma) * (-(1 - out_prob + 1e-8).log())
+        pos = alpha * ((1 - out_prob) ** gamma) * (-(out_prob + 1e-8).log())
+        class_cost = (pos - neg) @ maps.t()
+        bbox_cost = torch.cdist(out_bbox, target_bbox, p=1)
+        giou_cost = -unchecked_generalized_box_iou(center_to_corners_format(out_bbox),
+                                                   center_to_corners_format(target_bbox))
+        cost = self.bbox_cost * bbox_cost + self.class_cost * class_cost + self.giou_cost * giou_cost
+        big = torch.finfo(cost.dtype).max
+        cost = torch.nan_to_num(cost, nan=big, posinf=big, neginf=big).view(batch_size, num_queries, -1).cpu()
+        indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
+        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
+
+
+class SyncFreeImageLoss(BatchSafeImageLoss):
+    """:class:`BatchSafeImageLoss` that never reads a GPU value on the host after matching.
+
+    Same terms and normalisation: the box count is a host number (the mean over
+    processes, as transformers takes it, stays a device tensor under DDP); the focal
+    loss sums over the text mask with ``torch.where`` instead of ``masked_select``
+    (whose output size needs a wait); matched indices go to the device once.
+    """
+
+    def forward(self, outputs: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        device = outputs["logits"].device
+        indices = self.matcher(outputs, targets)
+        indices = [(i.to(device, non_blocking=True), j.to(device, non_blocking=True)) for i, j in indices]
+        num_boxes: float | torch.Tensor = max(float(sum(len(t["class_labels"]) for t in targets)), 1.0)
+        world = _world_size()
+        if world > 1:
+            from accelerate.utils import reduce
+
+            total = torch.as_tensor([sum(len(t["class_labels"]) for t in targets)], dtype=torch.float, device=device)
+            num_boxes = torch.clamp(reduce(total) / world, min=1)[0]
+        losses: dict[str, torch.Tensor] = {}
+        for name in self.losses:
+            losses.update(self.get_loss(name, outputs, targets, indices, num_boxes))
+        return losses
+
+    def loss_labels(self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Any, num_boxes: Any):
+        logits, mask = outputs["logits"], outputs["text_mask"]
+        target = self._get_target_classes_one_hot(outputs, targets, indices).float()
+        # padded positions hold -inf; replace before the arithmetic so neither value nor gradient is NaN
+        x = torch.where(mask, logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
+        prob = x.sigmoid()
+        ce = torch.nn.functional.binary_cross_entropy_with_logits(x, target, reduction="none")
+        p_t = prob * target + (1 - prob) * (1 - target)
+        loss = ce * ((1 - p_t) ** 2)
+        alpha = self.focal_alpha
+        if alpha >= 0:
+            loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+        loss = torch.where(mask, loss, torch.zeros((), dtype=loss.dtype, device=loss.device))
+        return {"loss_ce": loss.sum() / num_boxes}
+
+    def loss_boxes(self, outputs: dict[str, Any], targets: list[dict[str, Any]], indices: Any, num_boxes: Any):
+        idx = self._get_source_permutation_idx(indices)
+        source = outputs["pred_boxes"][idx]
+        target = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)], dim=0)
+        loss_bbox = torch.nn.functional.l1_loss(source, target, reduction="none").sum() / num_boxes
+        giou = torch.diag(unchecked_generalized_box_iou(center_to_corners_format(source),
+                                                        center_to_corners_format(target)))
+        return {"loss_bbox": loss_bbox, "loss_giou": (1 - giou).sum() / num_boxes}
+
+
+def _world_size() -> int:
+    """Processes training together, as transformers' criterion reads it (accelerate's state)."""
+    try:
+        from accelerate.state import PartialState
+    except ImportError:  # pragma: no cover - accelerate is a dependency of the core
+        return 1
+    if PartialState._shared_state == {}:
+        return 1
+    return int(PartialState().num_processes)
+
+
 class GroundingDinoLoss:
     """``loss(outputs, batch) -> {"loss", "loss_ce", "loss_bbox", "loss_giou", ...}``.
 
@@ -70,25 +197,30 @@ class GroundingDinoLoss:
         bbox_weight: float = 5.0,
         giou_weight: float = 2.0,
         two_stage: bool = True,
+        sync_free: bool = True,
     ) -> None:
-        matcher = GroundingDinoHungarianMatcher(class_cost=class_cost, bbox_cost=bbox_cost, giou_cost=giou_cost)
-        self.criterion = BatchSafeImageLoss(matcher=matcher, focal_alpha=focal_alpha,
-                                            losses=["labels", "boxes", "cardinality"])
+        matcher_cls, criterion_cls = (SyncFreeMatcher, SyncFreeImageLoss) if sync_free else (
+            GroundingDinoHungarianMatcher, BatchSafeImageLoss)
+        matcher = matcher_cls(class_cost=class_cost, bbox_cost=bbox_cost, giou_cost=giou_cost)
+        self.criterion = criterion_cls(matcher=matcher, focal_alpha=focal_alpha,
+                                       losses=["labels", "boxes", "cardinality"])
+        self.sync_free = sync_free
         self.weights = {"loss_ce": ce_weight, "loss_bbox": bbox_weight, "loss_giou": giou_weight}
         self.two_stage = two_stage
 
     @classmethod
-    def from_model_config(cls, config: Any) -> GroundingDinoLoss:
+    def from_model_config(cls, config: Any, *, sync_free: bool = True) -> GroundingDinoLoss:
         """Costs and weights from a transformers ``GroundingDinoConfig`` (as transformers uses them)."""
         return cls(
             class_cost=config.class_cost, bbox_cost=config.bbox_cost, giou_cost=config.giou_cost,
             focal_alpha=config.focal_alpha, bbox_weight=config.bbox_loss_coefficient,
-            giou_weight=config.giou_loss_coefficient, two_stage=config.two_stage,
+            giou_weight=config.giou_loss_coefficient, two_stage=config.two_stage, sync_free=sync_free,
         )
 
     def __call__(self, outputs: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         logits = outputs["logits"]
-        label_maps = build_label_maps(logits, batch["input_ids"])
+        input_ids = batch["input_ids"]
+        label_maps = label_maps_on_host(logits, input_ids) if self.sync_free else build_label_maps(logits, input_ids)
         text_mask = build_text_mask(logits, batch["attention_mask"])
         targets = batch["labels"]
         parts = self.criterion(

@@ -67,7 +67,13 @@ class EmbeddingCache:
         return load(path.read_bytes())["embedding"]
 
     def put(self, key: str, embedding: Any) -> None:
-        value = embedding.detach().to("cpu").contiguous().clone()
+        value = embedding.detach()
+        # a CPU tensor may be a view into a whole batch: copy so the entry owns only its bytes
+        value = value.contiguous().clone() if value.device.type == "cpu" else value.to("cpu").contiguous()
+        self._store(key, value)
+
+    def _store(self, key: str, value: Any) -> None:
+        """Keep ``value`` (a CPU tensor this cache owns) under ``key``."""
         if self.store == "disk":
             from safetensors.torch import save
 
@@ -94,17 +100,52 @@ class EmbeddingCache:
         ``encode(pixel_values_subset)`` runs the encoder on the misses in one call."""
         import torch
 
+        device = pixel_values.device
         found = [self.get(k) for k in keys]
         missing = [i for i, v in enumerate(found) if v is None]
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
+        fresh = None
         if missing:
             with torch.no_grad():
                 fresh = encode(pixel_values[missing])
-            for row, i in enumerate(missing):
-                self.put(keys[i], fresh[row])
-                found[i] = fresh[row]
-        return torch.stack([v.to(pixel_values.device) for v in found])
+            self._store_batch([keys[i] for i in missing], fresh.detach())
+        if fresh is not None and len(missing) == len(keys):
+            return fresh
+        sample = fresh[0] if fresh is not None else found[0]
+        out = torch.empty((len(keys), *sample.shape), dtype=sample.dtype, device=device)
+        pinned = device.type == "cuda"
+        for i, value in enumerate(found):
+            if value is None:
+                continue
+            if pinned and not value.is_pinned():  # entries read from disk
+                value = value.pin_memory()
+            # from page-locked memory the copy runs asynchronously instead of blocking the host per image
+            out[i].copy_(value, non_blocking=pinned)
+        if fresh is not None:
+            out[torch.as_tensor(missing, device=device)] = fresh.to(out.dtype)
+        return out
+
+    def _store_batch(self, keys: Sequence[str], fresh: Any) -> None:
+        """Store a batch of new embeddings with one wait for the device. From CUDA, the
+        memory store keeps each entry in page-locked memory: the copies out run
+        asynchronously, later copies in need no staging, and no fresh pageable pages
+        are faulted in per entry."""
+        import torch
+
+        if fresh.device.type != "cuda" or self.store == "disk":
+            host = fresh.to("cpu") if fresh.device.type != "cpu" else fresh
+            for row, key in enumerate(keys):
+                self.put(key, host[row])
+            return
+        rows = []
+        for row in range(len(keys)):
+            entry = torch.empty(fresh.shape[1:], dtype=fresh.dtype, pin_memory=True)
+            entry.copy_(fresh[row], non_blocking=True)
+            rows.append(entry)
+        torch.cuda.current_stream(fresh.device).synchronize()  # entries are read on the host later
+        for key, entry in zip(keys, rows):
+            self._store(key, entry)
 
 
 def encoder_fingerprint(encoder: Any, extra: str = "") -> str:

@@ -1,0 +1,95 @@
+"""The benchmarks run at tiny size on the CPU and print their ratios (CI smoke), and the
+sync-free Grounding DINO loss they measure computes what transformers' criterion does."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=150, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> None:
+    out = tmp_path / "tt.json"
+    done = _run("train_throughput.py", "--size", "tiny", "--device", "cpu", "--levers", "transformers_loss",
+                "--json", str(out), tmp_path=tmp_path)
+    ratios = re.findall(r"^ratio (\S+)\s+(\S+)\s+speed ([0-9.]+)x", done.stdout, flags=re.M)
+    found = {(w, v) for w, v, _ in ratios}
+    assert {("gdino_lora", "teacherkit"), ("gdino_lora", "transformers_loss"), ("sam_lora", "teacherkit"),
+            ("sam_frozen_3ep", "teacherkit")} <= found
+    assert all(float(x) > 0 for _, _, x in ratios)
+    data = json.loads(out.read_text())
+    by_key = {(r["workload"], r["variant"]): r for r in data["results"]}
+    assert not any(r["error"] for r in data["results"]), [r["error"] for r in data["results"]]
+    frozen = by_key[("sam_frozen_3ep", "teacherkit")]["notes"]
+    # three epochs over the same images: the first fills the cache, the next two only hit it
+    assert len(frozen["epoch_seconds"]) == 3
+    cache = frozen["cache"]
+    assert cache["misses"] == cache["entries"] > 0 and cache["hits"] >= cache["misses"]
+
+
+@pytest.mark.slow
+def test_data_pipeline_tiny_reports_workers_needed(tmp_path: Path) -> None:
+    out = tmp_path / "dp.json"
+    done = _run("data_pipeline.py", "--size", "tiny", "--max-workers", "1", "--gpu-rate", "sam=500",
+                "--json", str(out), tmp_path=tmp_path)
+    assert "workers needed" in done.stdout
+    rows = {r["teacher"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"grounding_dino", "sam"}
+    for row in rows.values():
+        assert row["one_worker"]["img_per_s"] > 0 and row["workers_needed"] >= 1
+        assert set(row["loader_img_per_s"]) == {"0", "1"}
+    sam = rows["sam"]
+    assert sam["workers_needed"] == -(-500 // sam["one_worker"]["img_per_s"])
+
+
+def test_sync_free_loss_equals_transformers_criterion() -> None:
+    """Same loss terms and gradients as the criterion built from transformers' classes,
+    on a batch with text padding, mixed prompts and an image without boxes."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dino"))
+    from dino_helpers import info_from_categories, make_teacher, random_sample
+
+    from teacherkit_dino.loss import GroundingDinoLoss
+
+    names = [f"thing {i}" for i in range(12)]
+    info = info_from_categories([{"id": i + 1, "name": n} for i, n in enumerate(names)])
+    teacher = make_teacher(info, max_text_len=32, finetune="full")
+    pre = teacher.make_preprocessor()
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    batch = pre.collate([pre(random_sample(rng, i, labels), train=True)
+                         for i, labels in enumerate([[1, 5, 5], [], [11, 2], [7]])])
+    outputs = teacher.forward(teacher.model, batch)  # one forward: the model's train mode is not deterministic
+    watched = {k: outputs[k] for k in ("logits", "pred_boxes", "enc_outputs_class", "enc_outputs_coord_logits")}
+    results = {}
+    for sync_free in (True, False):
+        loss_fn = GroundingDinoLoss.from_model_config(teacher.hf_model.config, sync_free=sync_free)
+        out = loss_fn(outputs, batch)
+        grads = torch.autograd.grad(out["loss"], list(watched.values()), retain_graph=True, allow_unused=True)
+        results[sync_free] = ({k: float(v) for k, v in out.items()}, grads)
+    (fast, fast_grads), (ref, ref_grads) = results[True], results[False]
+    assert set(fast) == set(ref) >= {"loss", "loss_ce", "loss_bbox", "loss_giou", "loss_ce_enc"}
+    assert ref["loss_bbox"] > 0  # boxes were matched, so every term is exercised
+    for key in ref:
+        assert fast[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
+    for name, fast_grad, ref_grad in zip(watched, fast_grads, ref_grads):
+        assert (fast_grad is None) == (ref_grad is None), name
+        if ref_grad is not None:
+            assert torch.isfinite(fast_grad).all(), name
+            torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-4, atol=1e-6)
