@@ -104,3 +104,30 @@ def test_low_res_comparison_agrees_with_input_resolution_on_coarse_shapes():
     low = SamLoss(resolution="low_res")(outputs, _batch(targets))
     assert low["dice"].item() == pytest.approx(full["dice"].item(), abs=0.05)
     assert low["loss"].item() != full["loss"].item()
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(shapes_samples):
+    """The memory lever must not change what is learned."""
+    import torch
+
+    from teacherkit_sam import load_sam_with_lora
+
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        teacher = load_sam_with_lora("tiny", image_size=64, gradient_checkpointing=checkpointing)
+        teacher.model.train()
+        encoder_layers = [m for m in teacher.model.modules() if hasattr(m, "gradient_checkpointing")]
+        assert encoder_layers and any(m.gradient_checkpointing for m in encoder_layers) == checkpointing
+        pre = teacher.make_preprocessor()
+        batch = pre.collate([pre(s, train=True) for s in shapes_samples[:2]])
+        from teacherkit_sam.loss import SamLoss
+
+        loss = SamLoss.from_config(teacher.config)(teacher.forward(teacher.model, batch), batch)["loss"]
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in teacher.model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    assert all(torch.allclose(grads_a[k], grads_b[k], atol=1e-5) for k in grads_a)

@@ -51,6 +51,10 @@ class SamConfig(TeacherConfig):
     num_negative_points: int = Field(
         0, ge=0, description="Negative points per instance, sampled inside the box but outside the mask."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute image-encoder activations in the backward pass (LoRA/full modes): "
+        "about a third of the memory at about 0.73x the speed on ViT-B."
+    )
     max_instances: int = Field(
         16, ge=1, description="Instances per image per training step (a seeded sample) to bound memory; "
         "evaluation uses all."

@@ -188,3 +188,10 @@ def apply_finetuning(model: Any, config: Any) -> Any:
             f"teachers.sam.lora.target_modules={config.lora.target_modules!r}: no module of the SAM "
             f"{'image encoder' if config.mode == 'lora' else 'mask decoder'} matches ({exc})"
         ) from exc
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute the image encoder's activations in backward (non-reentrant, so it works
+    with frozen inputs and LoRA). ``model`` may be a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -47,6 +47,12 @@ class SamTeacher(Teacher):
             {k: v.detach().clone() for k, v in base.state_dict().items()} if config.base == "tiny" else None
         )
         self.model = apply_finetuning(base, config)
+        if config.gradient_checkpointing and "frozen" not in self.mode and self.mode != "decoder-only":
+            # recompute encoder activations in backward: ~3x less memory for ~0.73x speed on ViT-B
+            # (docs/performance.md); the only way SAM ViT-B LoRA at batch 8 fits a 24 GB card
+            from teacherkit_sam.loading import enable_gradient_checkpointing
+
+            enable_gradient_checkpointing(self.model)
         # base values of fully trained weights, for set_adapter_scale()
         self._base_full = {n: p.detach().to("cpu", copy=True) for n, p in self._full_params()}
         self._tuned_full: dict[str, torch.Tensor] | None = None
