@@ -194,4 +194,8 @@ def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute the image encoder's activations in backward (non-reentrant, so it works
     with frozen inputs and LoRA). ``model`` may be a peft wrapper."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed the method (and its keyword); keep working on both spellings
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
