@@ -121,7 +121,6 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(shapes_samples
         assert encoder_layers and any(m.gradient_checkpointing for m in encoder_layers) == checkpointing
         pre = teacher.make_preprocessor()
         batch = pre.collate([pre(s, train=True) for s in shapes_samples[:2]])
-        from teacherkit_sam.loss import SamLoss
 
         loss = SamLoss.from_config(teacher.config)(teacher.forward(teacher.model, batch), batch)["loss"]
         loss.backward()

@@ -40,58 +40,39 @@ class PreviewSource:
 
 
 def load_samples(data: Path, images_dir: Path | None = None, *, limit: int | None = None) -> PreviewSource:
-    """Up to ``limit`` samples (annotated images first, in file order) of a COCO file.
-
-    Masks are decoded for annotations with a segmentation; the others get an empty mask
-    and keep their box. Crowd regions are skipped, as training skips them.
-    """
+    """Up to ``limit`` samples (annotated images first, in file order) of a COCO file,
+    built by the training dataset itself (:class:`teacherkit.training.dataset.CocoTrainDataset`),
+    so the preview shows exactly what training would augment: crowd regions skipped, masks
+    decoded when the file has any (instances without one get an empty mask and keep their
+    box), boxes derived from masks where ``bbox`` is missing."""
     from teacherkit.data.coco import load_coco
-    from teacherkit.data.masks import segmentation_to_mask
-    from teacherkit.training.dataset import read_image
+    from teacherkit.data.info import DatasetInfo
+    from teacherkit.training.dataset import CocoTrainDataset
 
     data = Path(data)
     coco = load_coco(data)
     folder = Path(images_dir) if images_dir is not None else data.parent
     if not folder.is_dir():
         raise DataError(f"--images {folder}: not a folder")
-    categories = sorted(coco.categories, key=lambda c: c.id)
-    mapping = {c.id: i for i, c in enumerate(categories)}
-    images = sorted(coco.images, key=lambda img: not coco.annotations_for(img.id))  # annotated first, stable
-    if not images:
+    if not coco.images:
         raise DataError(f"{data}: no images to preview")
+    categories = sorted(coco.categories, key=lambda c: c.id)
+    info = DatasetInfo(categories=[{"id": c.id, "name": c.name} for c in categories],
+                       class_names=[c.name for c in categories],
+                       class_mapping={c.id: i for i, c in enumerate(categories)})
+    has_masks = any(ann.segmentation for ann in coco.annotations)
+    dataset = CocoTrainDataset(coco, folder, info, None, learns_from="boxes", train=False, with_masks=has_masks)
+    order = sorted(range(len(dataset)), key=lambda i: not coco.annotations_for(dataset.images[i].id))
     samples: list[dict[str, Any]] = []
-    for img in images[: limit or None]:
-        pixels = read_image(folder / img.file_name)
-        height, width = pixels.shape[:2]
-        boxes, labels, ann_ids, masks = [], [], [], []
-        for ann in coco.annotations_for(img.id):
-            if ann.iscrowd or ann.category_id not in mapping:
-                continue
-            mask = np.zeros((height, width), np.uint8)
-            if ann.segmentation:
-                try:
-                    mask = segmentation_to_mask(ann.segmentation, height, width)
-                except ValueError as exc:
-                    raise DataError(f"{data}: annotation id {ann.id}: segmentation: {exc}") from exc
-            box = list(ann.bbox) if ann.bbox is not None else [0.0, 0.0, 0.0, 0.0]
-            boxes.append(box)
-            labels.append(mapping[ann.category_id])
-            ann_ids.append(ann.id)
-            masks.append(mask)
-        samples.append({
-            "image": pixels,
-            "image_id": int(img.id),
-            "file_name": img.file_name,
-            "orig_size": (height, width),
-            "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-            "labels": np.asarray(labels, dtype=np.int64),
-            "category_ids": np.asarray([categories[i].id for i in labels], dtype=np.int64),
-            "annotation_ids": np.asarray(ann_ids, dtype=np.int64),
-            "iscrowd": np.zeros(len(labels), dtype=np.int64),
-            # no segmentation in this image: the box path, as for a boxes-only dataset
-            "masks": np.stack(masks) if any(m.any() for m in masks) else None,
-            "extra": {},
-        })
+    for index in order[: limit or None]:
+        try:
+            sample = dataset.raw_sample(index)
+        except ValueError as exc:  # a segmentation pycocotools cannot decode
+            raise DataError(f"{data}: image {dataset.images[index].file_name}: {exc}") from exc
+        sample["extra"] = {}
+        if sample["masks"] is not None and not sample["masks"].any():
+            sample["masks"] = None  # no segmentation in this image: the box path, as for boxes-only data
+        samples.append(dict(sample))
     return PreviewSource(samples, [c.name for c in categories])
 
 
