@@ -1,0 +1,58 @@
+"""The quick start, as a user types it (from the repository root): LoRA on domain B from
+the shipped bases, then evaluate base vs tuned with domain A as the reference. A short
+schedule on a few images keeps it a test; examples/quality.py runs the real one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from teacherkit.cli import run
+from tests.examples.example_paths import EXAMPLES, QUICKSTART
+from tests.examples.test_pretrained import _score, quickstart_config, subset
+
+
+def _few(split: str, n: int, tmp_path) -> str:
+    data = json.loads((EXAMPLES / "domain_b" / f"{split}.json").read_text())
+    data["images"] = data["images"][:n]
+    keep = {im["id"] for im in data["images"]}
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    path = tmp_path / f"b_{split}_{n}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_quickstart_commands_train_lora_and_compare_with_the_shipped_base(tmp_path, monkeypatch, capsys, plugin_host):
+    monkeypatch.chdir(EXAMPLES.parent)  # the config's base paths are relative to the repository root
+    out = tmp_path / "quickstart"
+    images = str(EXAMPLES / "domain_b")
+    train = _few("train", 16, tmp_path)
+    args = ["train", "--config", str(QUICKSTART), "--data", train, "--images", images,
+            "--val", _few("val", 8, tmp_path), "--val-images", images, "--output", str(out),
+            "--epochs", "5", "--quiet"]
+    assert run(args) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "finished"
+    for name in ("grounding_dino", "sam"):
+        adapter = out / "teachers" / name / "adapter"
+        assert (adapter / "adapter_config.json").is_file()  # a LoRA adapter, not a full model
+        assert not (out / "teachers" / name / "base").exists()  # the base is the shipped folder, not copied
+        assert meta["teachers"][name]["parameters"].startswith("lora")
+    capsys.readouterr()
+    test_a = subset("domain_a", tmp_path, 8)
+    assert run(["evaluate", str(out), "--data", train, "--images", images, "--reference", str(test_a),
+                "--reference-images", str(EXAMPLES / "domain_a"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for name, metric in (("grounding_dino", "bbox_AP"), ("sam", "mIoU")):
+        entry = result["teachers"][name]
+        assert set(entry) == {"data", "reference"}
+        assert entry["data"]["base"][metric] != entry["data"]["tuned"][metric]  # the adapter changed something
+        assert entry["reference"]["base"][metric] > entry["data"]["base"][metric]  # the base knows A best
+    # "base" is the shipped model itself: the same score as loading examples/pretrained directly.
+    # (The gain needs the full schedule; examples/quality.py measures it.)
+    config = quickstart_config(plugin_host)
+    for name, metric in (("grounding_dino", "bbox_AP"), ("sam", "mIoU")):
+        direct = _score(plugin_host, config, name, test_a)[metric]
+        assert result["teachers"][name]["reference"]["base"][metric] == pytest.approx(direct, abs=1e-6)
