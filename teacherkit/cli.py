@@ -185,6 +185,10 @@ def run(argv: list[str] | None = None) -> int:
     # our own progress display is enough; library download/loading bars only add noise
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import warnings
+
+    # transformers 5 deprecation chatter from inside peft/transformers, not actionable by users
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         app = build_app()
         # with standalone_mode=False click returns a command's exit code instead of raising

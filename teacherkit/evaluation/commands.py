@@ -53,7 +53,9 @@ def print_tables(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    import sys
+
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     scale = result["adapter_scale"]
     for name, entry in result["teachers"].items():
         table = Table(title=f"{name}: base vs fine-tuned" + (f" (adapter scale {scale})" if scale != 1.0 else ""))

@@ -23,7 +23,8 @@ class Reporter:
     def __init__(self, *, quiet: bool = False, enabled: bool = True, tty: bool | None = None) -> None:
         self.quiet = quiet or not enabled
         self.tty = sys.stdout.isatty() if tty is None else tty
-        self.console = Console(highlight=False, soft_wrap=True)
+        # logs and CI are not 80-column terminals: keep tables whole there
+        self.console = Console(highlight=False, soft_wrap=True, width=None if self.tty else 120)
         self._columns: list[str] = []
 
     def line(self, text: str) -> None:
