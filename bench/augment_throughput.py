@@ -35,7 +35,7 @@ MEDIUM_REQUEST = {
 
 def make_samples(count: int, size: int, instances: int, seed: int) -> list[dict]:
     """Synthetic scenes of filled shapes (with per-shape masks) on a noisy background."""
-    from teacherkit.testing import draw_shapes_image
+    from teacherkit.data.synthetic import draw_shapes_image
 
     rng = random.Random(seed)
     noise = np.random.default_rng(seed)

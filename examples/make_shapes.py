@@ -12,7 +12,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from teacherkit.testing import make_coco_dataset
+from teacherkit.data.synthetic import make_coco_dataset
 
 SPLITS = {"train": (96, 1), "val": (24, 2)}  # images, seed
 

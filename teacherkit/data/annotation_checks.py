@@ -306,9 +306,6 @@ class AnnotationChecker:
                                f"[{size[1]}, {size[0]}] (height, width)", f"{spath}.size", **where))
             return None
         if isinstance(counts, list):
-            if iscrowd == 0:
-                out.append(finding("iscrowd.uncompressed_not_crowd", "uncompressed RLE on an annotation with "
-                                   "iscrowd 0", spath, **where))
             if not all(is_int(v) and v >= 0 for v in counts):
                 out.append(finding("rle.bad_counts", "RLE counts must be integers >= 0", f"{spath}.counts",
                                    **where))
@@ -325,6 +322,10 @@ class AnnotationChecker:
             out.append(finding("rle.bad_counts", f"RLE runs cover {total} pixels, the size [{h}, {w}] has {h * w}",
                                f"{spath}.counts", **where))
             return None
+        if isinstance(counts, list) and iscrowd == 0:
+            # reported only for well-formed counts: compressing them is then a safe repair
+            out.append(finding("iscrowd.uncompressed_not_crowd", "uncompressed RLE on an annotation with "
+                               "iscrowd 0", spath, **where))
         if h * w == 0:
             return (0.0, [0.0, 0.0, 0.0, 0.0])
         return segmentation_area_bbox(seg, h, w)
@@ -440,16 +441,42 @@ class AnnotationChecker:
             np.maximum.at(largest, owner[good], area[good])
             bad_area = has_good & np.isfinite(given_area) & (
                 (given_area < 0.75 * largest - 4.0) | (given_area > 1.25 * mask_area + 4.0))
+        starts = np.concatenate([[0], np.cumsum(self._poly_len)]).astype(np.int64) if self._poly_len else None
         for k in np.flatnonzero(mismatch):
             spath, where = self._batch_meta[k]
             extent = [round(float(v), 1) for v in (ax0[k], ay0[k], ax1[k] - ax0[k], ay1[k] - ay0[k])]
+            raster = self._raster(int(k), starts)
+            if raster is not None:
+                # vertices of a self-intersecting polygon can reach past what it fills: judge by
+                # the rasterised mask, as --fix does, on this rare path only
+                if raster[1][2] <= 0 or _iou(self._batch_box[k], tuple(raster[1])) >= 0.5:
+                    continue
+                extent = [round(float(v), 1) for v in raster[1]]
             self.out.append(finding("bbox.mask_mismatch", f"bbox {list(self._batch_box[k])} disagrees with the "
                                     f"polygon extent {extent}", spath.removesuffix(".segmentation") + ".bbox", **where))
         for k in np.flatnonzero(bad_area):
             spath, where = self._batch_meta[k]
+            # the shoelace estimate misjudges self-intersecting polygons; confirm with the
+            # rasterised area pycocotools (and --fix) use before reporting, on this rare path only
+            raster = self._raster(int(k), starts)
+            covered = raster[0] if raster is not None else None
+            if covered is not None and not area_inconsistent(float(given_area[k]), covered):
+                continue
+            shown = covered if covered is not None else float(mask_area[k])
             self.out.append(finding("area.inconsistent", f"area {given_area[k]:g} but the polygons cover about "
-                                    f"{mask_area[k]:.0f} px", spath.removesuffix(".segmentation") + ".area", **where))
+                                    f"{shown:.0f} px", spath.removesuffix(".segmentation") + ".area", **where))
         self._reset_batch()
+
+    def _raster(self, k: int, starts: Any) -> tuple[float, list[float]] | None:
+        """Area and bbox of batch entry ``k``'s polygons rasterised by pycocotools."""
+        width, height = self._batch_size[k]
+        if starts is None or not (math.isfinite(width) and math.isfinite(height)):
+            return None
+        polys = [self._flat[starts[j]:starts[j + 1]] for j, owner in enumerate(self._poly_ann) if owner == k]
+        try:
+            return segmentation_area_bbox(polys, int(height), int(width))
+        except Exception:  # an unusable polygon set: keep the estimate
+            return None
 
     def finish(self) -> None:
         self.flush()

@@ -44,16 +44,6 @@ def load_samples(json_path: Path) -> list[dict[str, Any]]:
     return samples
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two shared cores: keep torch from oversubscribing them."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 @pytest.fixture
 def shapes_samples(tiny_coco):
