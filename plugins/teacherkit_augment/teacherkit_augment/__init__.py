@@ -16,7 +16,12 @@ cheap; albumentations loads only when a pipeline is built.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
+
+# albumentations asks PyPI for a newer release when imported; teacherkit never reaches out
+# at run time (offline machines would wait on it), so switch that off unless the user chose
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 from typing import Any
 
 __version__ = "0.1.0"
