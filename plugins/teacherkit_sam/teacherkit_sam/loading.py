@@ -70,6 +70,11 @@ def load_base(config: Any) -> tuple[Any, ImageSettings]:
             from transformers import SamModel
 
             model = SamModel(tiny_sam_config(config.image_size))
+            # transformers draws the random Fourier position features with std hidden_size // 2,
+            # meant to be overwritten by a checkpoint; on the tiny 16x16 grid those frequencies
+            # alias and box prompts cannot be located (mIoU stalls near the box-filling level).
+            # The original SAM draws them with std 1, which learns (examples/pretrain_tiny.py).
+            torch.nn.init.normal_(model.shared_image_embedding.positional_embedding, std=1.0)
         return model, ImageSettings(size=config.image_size)
     return _load_pretrained(config)
 
