@@ -143,3 +143,18 @@ def test_export_merge_matches_adapter_outputs(tiny_experiment, tmp_path):
         b = sam.teacher.forward(merged_sam, {**sbatch, "prompt_kind": "box", "multimask": False})
     assert torch.allclose(a["pred_masks"], b["pred_masks"], atol=1e-4)
     assert np.isfinite(a["iou_scores"].numpy()).all()
+
+
+def test_python_api_predicts_boxes_and_masks(tiny_experiment):
+    """The README's few-line API: paths in, detections with class names and masks out."""
+    exp = load_experiment(tiny_experiment["path"], device="cpu")
+    assert exp.teacher_names == ["grounding_dino", "sam"]
+    folder = tiny_experiment["test"].parent
+    results = exp.predict([folder / "img_0000.png", str(folder / "img_0001.png")], batch_size=1)
+    assert len(results) == 2
+    dets = [d for per_image in results for d in per_image]
+    assert dets, "thresholds are 0 in this experiment, so there are detections"
+    for det in dets:
+        assert det["category_name"] in {"square", "circle", "triangle"}
+        assert len(det["bbox"]) == 4 and 0.0 <= det["score"] <= 1.0
+    assert any("segmentation" in d for d in dets)
