@@ -192,9 +192,18 @@ def to_channels_last(model: Any) -> None:
     model.to(memory_format=torch.channels_last)
 
 
-def enable_gradient_checkpointing(model: Any) -> None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+def apply_levers(model: Any, *, bf16: bool, channels_last: bool, checkpointing: bool) -> dict[str, Any]:
+    """Apply the memory/layout levers a variant asks for; returns notes for the report."""
+    from teacherkit_sam.loading import enable_gradient_checkpointing  # the plugin's own switch
+
+    notes: dict[str, Any] = {}
+    if bf16:
+        notes["bf16_params"] = cast_frozen_to_bf16(model)
+    if channels_last:
+        to_channels_last(model)
+    if checkpointing:
+        enable_gradient_checkpointing(model)
+    return notes
 
 
 # -- the two steps --------------------------------------------------------------------------------
@@ -401,13 +410,7 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
                    checkpointing: bool = False, compile_: bool = False, **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
             teacher, model, loss_fn = teacher_parts(**(loss or {}))
-            notes: dict[str, Any] = {}
-            if bf16:
-                notes["bf16_params"] = cast_frozen_to_bf16(model)
-            if channels_last:
-                to_channels_last(model)
-            if checkpointing:
-                enable_gradient_checkpointing(model)
+            notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)
             model.train()
             runner = torch.compile(model) if compile_ else model
             return teacherkit_step(teacher, runner, loss_fn, dev, **step_kwargs), notes
@@ -495,13 +498,8 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
                    **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
             teacher, model, fn = teacher_parts(cfg)
-            notes: dict[str, Any] = {"tuning": teacher.mode}
-            if bf16:
-                notes["bf16_params"] = cast_frozen_to_bf16(model)
-            if channels_last:
-                to_channels_last(model)
-            if checkpointing:
-                enable_gradient_checkpointing(model)
+            notes = {"tuning": teacher.mode,
+                     **apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)}
             model.train()
             step = teacherkit_step(teacher, model, fn, dev, **step_kwargs)
             if teacher.uses_cache:
