@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,4 +56,8 @@ class GroundingDinoConfig(TeacherConfig):
     freeze_backbone: bool = Field(True, description="Keep the image backbone frozen (LoRA mode).")
     freeze_text_encoder: bool = Field(True, description="Keep the text encoder frozen (LoRA mode).")
     max_detections: int = Field(100, ge=1, description="Detections kept per image at prediction.")
+    deformable_attention: Literal["auto", "torch"] = Field(
+        "auto", description="auto: deformable attention that needs no gradient (a frozen encoder, prediction) "
+        "runs a Triton kernel on CUDA when Triton is installed; torch: always transformers' implementation."
+    )
     tiny: TinyArchitecture = Field(default_factory=TinyArchitecture, description="Sizes of the 'tiny' base.")

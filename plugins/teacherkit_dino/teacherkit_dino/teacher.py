@@ -18,6 +18,7 @@ from teacherkit.atomic import atomic_replace_dir, atomic_write_json
 from teacherkit.data.info import DatasetInfo
 from teacherkit.errors import TeacherkitError
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
+from teacherkit_dino import msda
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.modeling import (
     LoadedBase,
@@ -67,6 +68,7 @@ class GroundingDinoTeacher(Teacher):
         self._scale = 1.0
         self._tuned_snapshot: dict[str, torch.Tensor] = {}
         self.model = apply_finetune(self.hf_model, config)
+        msda.install(self.hf_model, config.deformable_attention)
 
     # -- pieces for the hooks -------------------------------------------------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
