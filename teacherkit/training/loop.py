@@ -260,7 +260,14 @@ class TeacherLoop:
                         finite = torch.isfinite(loss.detach()).float()
                         if acc.num_processes > 1:
                             finite = acc.reduce(finite, reduction="mean")
-                        if finite.item() < 1.0:
+                        # One host read per step, taken here where the forward has already run: the
+                        # finite check and every loss value in one transfer. Reading the values after
+                        # the optimizer step instead would make the host wait for the backward too,
+                        # leaving the device idle while the next batch is prepared.
+                        names = list(losses)
+                        read = torch.stack([finite, *(losses[k].detach().float().reshape(()) for k in names)]).tolist()
+                        values = dict(zip(names, read[1:]))
+                        if read[0] < 1.0:
                             # every rank skips together, so DDP's collectives stay matched
                             optimizer.zero_grad(set_to_none=True)
                             result.nonfinite_steps += 1
@@ -287,7 +294,6 @@ class TeacherLoop:
                             scheduler.step()
                             optimizer.zero_grad(set_to_none=True)
                             global_step += 1
-                        values = {k: float(v.detach()) for k, v in losses.items()}
                         for key, value in values.items():
                             sums[key] = sums.get(key, 0.0) + value
                         counted += 1
