@@ -55,6 +55,13 @@ class SamConfig(TeacherConfig):
         False, description="Recompute image-encoder activations in the backward pass (LoRA/full modes): "
         "about a third of the memory at about 0.73x the speed on ViT-B."
     )
+    attention: Literal["folded", "sdpa", "eager"] = Field(
+        "folded",
+        description="Image-encoder attention: 'folded' puts the relative-position term into the query/key "
+        "head dimension so SDPA never builds the (batch, heads, N, N) bias (same result, less memory, "
+        "fused kernels); 'sdpa' is transformers' SDPA with that bias as a mask; 'eager' is transformers' "
+        "eager attention (everywhere, also in the mask decoder). Weights and adapters are the same for all.",
+    )
     max_instances: int = Field(
         16, ge=1, description="Instances per image per training step (a seeded sample) to bound memory; "
         "evaluation uses all."

@@ -61,15 +61,41 @@ def tiny_sam_config(image_size: int = 128) -> Any:
 
 
 def load_base(config: Any) -> tuple[Any, ImageSettings]:
-    """The base ``SamModel`` named by ``config.base`` and its image settings."""
+    """The base ``SamModel`` named by ``config.base`` and its image settings, with the
+    image-encoder attention set by ``config.attention`` (see :func:`set_attention`)."""
+    model, settings = _load_base(config)
+    set_attention(model, getattr(config, "attention", "folded"))
+    return model, settings
+
+
+def set_attention(model: Any, mode: str) -> int:
+    """Apply ``teachers.sam.attention`` to a built ``SamModel`` (or its peft wrapper):
+    ``folded`` switches the image encoder's attention modules to
+    :class:`teacherkit_sam.attention.FoldedSamVisionAttention` (only their class changes,
+    so state-dict keys, adapters and exports stay as they are); ``sdpa``/``eager`` leave
+    transformers' classes (``eager`` must also be chosen when the model is built, which
+    :func:`load_base` does). Returns the number of modules switched."""
+    from teacherkit_sam.attention import apply_attention
+
+    switched = apply_attention(model, mode)
+    if switched:
+        log.debug("sam image encoder: %d attention modules switched for attention=%s", switched, mode)
+    return switched
+
+
+def _load_base(config: Any) -> tuple[Any, ImageSettings]:
     import torch
 
+    eager = getattr(config, "attention", "folded") == "eager"
     if config.base == "tiny":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             from transformers import SamModel
 
-            model = SamModel(tiny_sam_config(config.image_size))
+            hf_config = tiny_sam_config(config.image_size)
+            if eager:
+                hf_config._attn_implementation = "eager"
+            model = SamModel(hf_config)
             # transformers draws the random Fourier position features with std hidden_size // 2,
             # meant to be overwritten by a checkpoint; on the tiny 16x16 grid those frequencies
             # alias and box prompts cannot be located (mIoU stalls near the box-filling level).
@@ -85,7 +111,8 @@ def _load_pretrained(config: Any) -> tuple[Any, ImageSettings]:
     path = Path(config.base).expanduser()
     source = str(path) if path.exists() else config.base
     try:
-        model = SamModel.from_pretrained(source, local_files_only=True)
+        extra = {"attn_implementation": "eager"} if getattr(config, "attention", "folded") == "eager" else {}
+        model = SamModel.from_pretrained(source, local_files_only=True, **extra)
     except (OSError, ValueError) as exc:
         raise SamLoadError(
             f"teachers.sam.base={config.base!r}: no SAM model found as a local directory or in the local "
