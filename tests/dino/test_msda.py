@@ -79,3 +79,18 @@ def test_cpu_without_interpreter_uses_transformers():
                       attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))
     counts = msda.dispatch_counts(teacher.hf_model)
     assert counts["kernel"] == 0 and counts["torch"] >= 2
+
+
+def test_shape_checks_off_restores_the_environment(monkeypatch):
+    import transformers.models.grounding_dino.modeling_grounding_dino as hf
+
+    monkeypatch.delenv("TRANSFORMERS_DISABLE_TORCH_CHECK", raising=False)
+    with msda.shape_checks_off():
+        hf.torch_compilable_check(torch.tensor(False), "skipped")  # would raise with checks on
+    assert "TRANSFORMERS_DISABLE_TORCH_CHECK" not in os.environ
+    with pytest.raises(ValueError, match="checked"):
+        hf.torch_compilable_check(torch.tensor(False), "checked")
+    monkeypatch.setenv("TRANSFORMERS_DISABLE_TORCH_CHECK", "0")
+    with msda.shape_checks_off():
+        assert os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] == "1"
+    assert os.environ["TRANSFORMERS_DISABLE_TORCH_CHECK"] == "0"

@@ -23,8 +23,10 @@ exactly as before. Tests run the kernel through Triton's CPU interpreter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -175,6 +177,32 @@ def install(model: torch.nn.Module, mode: str = "auto") -> int:
         if not isinstance(module.__dict__.get("forward"), _Dispatch):
             module.forward = _Dispatch(module)
     return len(modules)
+
+
+#: transformers' switch for its ``torch_compilable_check`` runtime checks
+_CHECKS_ENV = "TRANSFORMERS_DISABLE_TORCH_CHECK"
+
+
+@contextlib.contextmanager
+def shape_checks_off() -> Iterator[None]:
+    """Skip transformers' runtime shape checks for the duration (its own switch,
+    ``TRANSFORMERS_DISABLE_TORCH_CHECK``).
+
+    The only such check on Grounding DINO's path compares, in every deformable-attention
+    layer, the sum of the feature-level sizes (a tensor) with the sequence length: reading
+    that tensor makes the host wait for the GPU twelve times per forward. Both sides are
+    derived by the model from the same feature maps, so the check cannot fail in a model
+    run as a whole; the environment is restored afterwards.
+    """
+    before = os.environ.get(_CHECKS_ENV)
+    os.environ[_CHECKS_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_CHECKS_ENV, None)
+        else:
+            os.environ[_CHECKS_ENV] = before
 
 
 def dispatch_counts(model: torch.nn.Module) -> dict[str, int]:
