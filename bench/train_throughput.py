@@ -242,7 +242,15 @@ def teacherkit_step(teacher: Any, model: Any, loss_fn: Any, dev: Device, *, lr: 
         with dev.autocast():
             losses = loss_fn(teacher.forward(model, batch), batch)
         loss = losses["loss"]
-        if torch.isfinite(loss.detach()).float().item() < 1.0:
+        finite = torch.isfinite(loss.detach()).float()
+        if read_losses:  # as the loop: the finite check and the loss values in one host read
+            read = torch.stack([finite, *(v.detach().float() for v in losses.values())]).tolist()
+            for key, value in zip(losses, read[1:]):
+                sums[key] = sums.get(key, 0.0) + value
+            ok = read[0] >= 1.0
+        else:
+            ok = finite.item() >= 1.0
+        if not ok:
             optimizer.zero_grad(set_to_none=True)
             return
         loss.backward()
@@ -251,9 +259,9 @@ def teacherkit_step(teacher: Any, model: Any, loss_fn: Any, dev: Device, *, lr: 
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        for key, value in losses.items():  # the loop's epoch means and progress bar
-            value = value.detach()
-            sums[key] = (sums.get(key, 0.0) + float(value)) if read_losses else (sums.get(key, 0) + value)
+        if not read_losses:  # the lever: sums stay on the device
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0) + value.detach()
 
     return step
 
@@ -340,7 +348,8 @@ def measure(workload: str, variant: str, build: Any, warm: list, work: list, siz
 # -- workloads ------------------------------------------------------------------------------------
 
 
-def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: list[str]) -> list[Result]:
+def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: list[str],
+                   profiled: bool = False) -> list[Result]:
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -367,9 +376,9 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
           f"({sum(p.numel() for p in pristine.parameters()) / 1e6:.1f}M parameters)", flush=True)
     info = dataset_info()
 
-    def teacher_parts(**loss_kwargs: Any) -> tuple[Any, Any, Any]:
+    def teacher_parts(msda: str = "auto", **loss_kwargs: Any) -> tuple[Any, Any, Any]:
         fresh = LoadedBase(model=copy.deepcopy(pristine), tokenizer=base.tokenizer, source=base.source)
-        teacher = GroundingDinoTeacher(spec, cfg, info, fresh)
+        teacher = GroundingDinoTeacher(spec, cfg.model_copy(update={"deformable_attention": msda}), info, fresh)
         teacher.model.to(dev.device)
         loss_fn = host.make_loss(spec, cfg, teacher)
         if loss_kwargs:
@@ -407,10 +416,14 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
         return plain_step(model, optimizer, dev, run), {}
 
     def teacherkit(*, loss: dict[str, Any] | None = None, bf16: bool = False, channels_last: bool = False,
-                   checkpointing: bool = False, compile_: bool = False, **step_kwargs: Any) -> Any:
+                   checkpointing: bool = False, compile_: bool = False, msda: str = "auto",
+                   **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
-            teacher, model, loss_fn = teacher_parts(**(loss or {}))
+            from teacherkit_dino.msda import triton_available
+
+            teacher, model, loss_fn = teacher_parts(msda, **(loss or {}))
             notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)
+            notes["msda"] = "triton" if msda == "auto" and triton_available() and dev.cuda else "torch"
             model.train()
             runner = torch.compile(model) if compile_ else model
             return teacherkit_step(teacher, runner, loss_fn, dev, **step_kwargs), notes
@@ -419,6 +432,7 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
 
     variants: dict[str, Any] = {"teacherkit": teacherkit()}
     lever_builds = {
+        "torch_msda": teacherkit(msda="torch"),
         "transformers_loss": teacherkit(loss={"sync_free": False}),
         "foreach_adamw": teacherkit(fused=False),
         "no_step_loss_reads": teacherkit(read_losses=False),
@@ -433,7 +447,7 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
     results = [measure("gdino_lora", "plain", plain, warm, work, size, dev, syncs=True)]
     for name, build in variants.items():
         results.append(measure("gdino_lora", name, build, warm, work, size, dev,
-                               syncs=name in ("teacherkit", "proposed")))
+                               syncs=name in ("teacherkit", "proposed"), profiled=profiled and name == "teacherkit"))
     return results
 
 
@@ -495,32 +509,43 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
         return build
 
     def teacherkit(cfg: Any, *, bf16: bool = False, channels_last: bool = False, checkpointing: bool = False,
-                   **step_kwargs: Any) -> Any:
+                   attention: str | None = None, warm_cache: bool = False, **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
             teacher, model, fn = teacher_parts(cfg)
             notes = {"tuning": teacher.mode,
                      **apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)}
+            # the plugin applies teachers.sam.attention when it loads a base; this bench builds the
+            # model itself, so apply the setting here (the variant's, else the config's default)
+            notes["attention"] = set_sam_attention(teacher.sam, attention or cfg.attention)
             model.train()
             step = teacherkit_step(teacher, model, fn, dev, **step_kwargs)
             if teacher.uses_cache:
                 notes["cache"] = teacher.cache
+                if warm_cache:  # a later run on the same images (a sweep, a resumed run): untimed fill
+                    with torch.no_grad(), dev.autocast():
+                        for b in warm[:1] + epoch:
+                            teacher.cache.embeddings(b["cache_keys"], b["pixel_values"], teacher._encode)
+                    teacher.cache.reset_stats()
             return step, notes
 
         return build
 
     results: list[Result] = []
     if "sam_lora" in wanted:
-        results += sam_lora(plain, teacherkit, lora_cfg, warm, epoch, size, dev, levers)
+        results += sam_lora(plain, teacherkit, lora_cfg, warm, epoch, size, dev, levers, profiled)
     if "sam_frozen" not in wanted:
         return results
     # frozen encoder: 3 epochs over the same images; the cache fills in epoch 1
     three_epochs = replace_steps(size, 3 * len(epoch))
-    frozen_variants = {"plain": plain(True), "teacherkit": teacherkit(frozen_cfg)}
+    frozen_variants = {"plain": plain(True), "teacherkit": teacherkit(frozen_cfg),
+                       "warm_cache": teacherkit(frozen_cfg, warm_cache=True)}
+    if "sdpa_attention" in levers:
+        frozen_variants["sdpa_attention"] = teacherkit(frozen_cfg, attention="sdpa")
     if "bf16_frozen" in levers and dev.amp:
         frozen_variants["bf16_frozen"] = teacherkit(frozen_cfg, bf16=True)
     for name, build in frozen_variants.items():
         result = measure("sam_frozen_3ep", name, build, warm, epoch, three_epochs, dev, epochs=True,
-                         profiled=profiled)
+                         profiled=profiled and name in ("plain", "teacherkit"))
         cache = result.notes.pop("cache", None)
         if cache is not None:
             result.notes["cache"] = cache.stats()
@@ -529,10 +554,12 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
 
 
 def sam_lora(plain: Any, teacherkit: Any, lora_cfg: Any, warm: list, epoch: list, size: Size, dev: Device,
-             levers: list[str]) -> list[Result]:
+             levers: list[str], profiled: bool = False) -> list[Result]:
     results = [measure("sam_lora", "plain", plain(False), warm, epoch, size, dev)]
     lora_variants: dict[str, Any] = {"teacherkit": teacherkit(lora_cfg)}
     lever_builds = {
+        "sdpa_attention": teacherkit(lora_cfg, attention="sdpa"),
+        "folded_padded": teacherkit(lora_cfg, attention="folded_pad"),
         "bf16_frozen": teacherkit(lora_cfg, bf16=True),
         "channels_last": teacherkit(lora_cfg, channels_last=True),
         "grad_checkpointing": teacherkit(lora_cfg, checkpointing=True),
@@ -541,8 +568,21 @@ def sam_lora(plain: Any, teacherkit: Any, lora_cfg: Any, warm: list, epoch: list
     }
     lora_variants.update({k: v for k, v in lever_builds.items() if k in levers and (dev.amp or "bf16" not in k)})
     for name, build in lora_variants.items():
-        results.append(measure("sam_lora", name, build, warm, epoch, size, dev))
+        results.append(measure("sam_lora", name, build, warm, epoch, size, dev,
+                               profiled=profiled and name == "teacherkit"))
     return results
+
+
+def set_sam_attention(sam: Any, attention: str) -> str:
+    """Switch a built SAM's vision attention: "sdpa" puts transformers' own SDPA attention
+    (a dense relative-position bias) back in place of the plugin's folded one."""
+    from teacherkit_sam import attention as folded
+
+    if attention == "sdpa":
+        return f"sdpa ({folded.use_transformers_attention(sam)} modules)"
+    if attention == "folded_pad":  # values padded to the query/key width (flash-eligible)
+        return f"folded, padded values ({folded.use_folded_attention(sam, pad_value=True)} modules)"
+    return f"folded ({folded.use_folded_attention(sam)} modules)"
 
 
 def replace_steps(size: Size, steps: int) -> Size:
@@ -577,6 +617,11 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
     return rows
 
 
+#: the variants ``--levers all`` runs (``compile`` only when named: minutes of compilation)
+ALL_LEVERS = ("torch_msda", "sdpa_attention", "folded_padded", "transformers_loss", "foreach_adamw",
+              "no_step_loss_reads", "bf16_frozen", "channels_last", "grad_checkpointing", "proposed")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
@@ -585,10 +630,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="bf16 autocast (auto: on CUDA only, as the trainer's mixed_precision=auto)")
     parser.add_argument("--workloads", default="gdino_lora,sam_lora,sam_frozen",
                         help="comma list: gdino_lora, sam_lora, sam_frozen")
-    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table for sam_frozen")
+    parser.add_argument("--profile", action="store_true",
+                        help="print torch.profiler tables (the teacherkit step of each workload, SAM frozen plain)")
     parser.add_argument("--levers", default="", help="comma list of teacherkit variants to add, or 'all' "
-                        "(transformers_loss, foreach_adamw, no_step_loss_reads, bf16_frozen, channels_last, "
-                        "grad_checkpointing, compile, proposed)")
+                        f"({', '.join(ALL_LEVERS)}, compile)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default by size)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -603,8 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = Device(device, amp)
     levers = [x for x in args.levers.split(",") if x]
     if levers == ["all"]:
-        levers = ["transformers_loss", "foreach_adamw", "no_step_loss_reads", "bf16_frozen", "channels_last",
-                  "grad_checkpointing", "proposed"]
+        levers = list(ALL_LEVERS)
 
     from teacherkit.plugins import get_plugin_manager
 
@@ -616,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     wanted = args.workloads.split(",")
     if "gdino_lora" in wanted:
-        results += gdino_workload(host, args.size, size, dev, levers)
+        results += gdino_workload(host, args.size, size, dev, levers, profiled=args.profile)
     if {"sam_lora", "sam_frozen"} & set(wanted):
         results += sam_workloads(host, args.size, size, dev, levers, set(wanted), profiled=args.profile)
     rows = ratios(results)

@@ -24,12 +24,13 @@ def _run(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess
 @pytest.mark.slow
 def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> None:
     out = tmp_path / "tt.json"
-    done = _run("train_throughput.py", "--size", "tiny", "--device", "cpu", "--levers", "transformers_loss",
-                "--json", str(out), tmp_path=tmp_path)
+    done = _run("train_throughput.py", "--size", "tiny", "--device", "cpu", "--levers",
+                "transformers_loss,torch_msda,sdpa_attention", "--json", str(out), tmp_path=tmp_path)
     ratios = re.findall(r"^ratio (\S+)\s+(\S+)\s+speed ([0-9.]+)x", done.stdout, flags=re.M)
     found = {(w, v) for w, v, _ in ratios}
-    assert {("gdino_lora", "teacherkit"), ("gdino_lora", "transformers_loss"), ("sam_lora", "teacherkit"),
-            ("sam_frozen_3ep", "teacherkit")} <= found
+    assert {("gdino_lora", "teacherkit"), ("gdino_lora", "transformers_loss"), ("gdino_lora", "torch_msda"),
+            ("sam_lora", "teacherkit"), ("sam_lora", "sdpa_attention"), ("sam_frozen_3ep", "teacherkit"),
+            ("sam_frozen_3ep", "warm_cache")} <= found
     assert all(float(x) > 0 for _, _, x in ratios)
     data = json.loads(out.read_text())
     by_key = {(r["workload"], r["variant"]): r for r in data["results"]}
@@ -39,6 +40,22 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     assert len(frozen["epoch_seconds"]) == 3
     cache = frozen["cache"]
     assert cache["misses"] == cache["entries"] > 0 and cache["hits"] >= cache["misses"]
+    # a warm cache (a later run on the same images): no epoch runs the encoder
+    warm = by_key[("sam_frozen_3ep", "warm_cache")]["notes"]["cache"]
+    assert warm["misses"] == 0 and warm["hits"] > 0
+    # the SAM variants say which attention ran: the plugin's folded one unless the lever reverts it
+    assert by_key[("sam_lora", "teacherkit")]["notes"]["attention"].startswith("folded")
+    assert by_key[("sam_lora", "sdpa_attention")]["notes"]["attention"].startswith("sdpa")
+
+
+@pytest.mark.slow
+def test_msda_kernel_tiny_matches_transformers(tmp_path: Path) -> None:
+    pytest.importorskip("triton")
+    out = tmp_path / "msda.json"
+    done = _run("msda_kernel.py", "--size", "tiny", "--json", str(out), tmp_path=tmp_path)
+    assert "ratio kernel vs transformers" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["max_abs_diff"] < 1e-5 and set(data["rows"]) == {"transformers", "kernel"}
 
 
 @pytest.mark.slow
