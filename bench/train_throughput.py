@@ -376,9 +376,10 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
           f"({sum(p.numel() for p in pristine.parameters()) / 1e6:.1f}M parameters)", flush=True)
     info = dataset_info()
 
-    def teacher_parts(msda: str = "auto", **loss_kwargs: Any) -> tuple[Any, Any, Any]:
+    def teacher_parts(msda: str = "auto", attention: str = "sdpa", **loss_kwargs: Any) -> tuple[Any, Any, Any]:
         fresh = LoadedBase(model=copy.deepcopy(pristine), tokenizer=base.tokenizer, source=base.source)
-        teacher = GroundingDinoTeacher(spec, cfg.model_copy(update={"deformable_attention": msda}), info, fresh)
+        variant = cfg.model_copy(update={"deformable_attention": msda, "attention": attention})
+        teacher = GroundingDinoTeacher(spec, variant, info, fresh)
         teacher.model.to(dev.device)
         loss_fn = host.make_loss(spec, cfg, teacher)
         if loss_kwargs:
@@ -417,11 +418,11 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
 
     def teacherkit(*, loss: dict[str, Any] | None = None, bf16: bool = False, channels_last: bool = False,
                    checkpointing: bool = False, compile_: bool = False, msda: str = "auto",
-                   **step_kwargs: Any) -> Any:
+                   attention: str = "sdpa", **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
             from teacherkit_dino.msda import triton_available
 
-            teacher, model, loss_fn = teacher_parts(msda, **(loss or {}))
+            teacher, model, loss_fn = teacher_parts(msda, attention, **(loss or {}))
             notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)
             notes["msda"] = "triton" if msda == "auto" and triton_available() and dev.cuda else "torch"
             model.train()
@@ -433,6 +434,7 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
     variants: dict[str, Any] = {"teacherkit": teacherkit()}
     lever_builds = {
         "torch_msda": teacherkit(msda="torch"),
+        "eager_attention": teacherkit(attention="eager"),
         "transformers_loss": teacherkit(loss={"sync_free": False}),
         "foreach_adamw": teacherkit(fused=False),
         "no_step_loss_reads": teacherkit(read_losses=False),
@@ -618,7 +620,7 @@ def ratios(results: list[Result]) -> list[dict[str, Any]]:
 
 
 #: the variants ``--levers all`` runs (``compile`` only when named: minutes of compilation)
-ALL_LEVERS = ("torch_msda", "sdpa_attention", "folded_padded", "transformers_loss", "foreach_adamw",
+ALL_LEVERS = ("torch_msda", "eager_attention", "sdpa_attention", "folded_padded", "transformers_loss", "foreach_adamw",
               "no_step_loss_reads", "bf16_frozen", "channels_last", "grad_checkpointing", "proposed")
 
 

@@ -56,6 +56,10 @@ class GroundingDinoConfig(TeacherConfig):
     freeze_backbone: bool = Field(True, description="Keep the image backbone frozen (LoRA mode).")
     freeze_text_encoder: bool = Field(True, description="Keep the text encoder frozen (LoRA mode).")
     max_detections: int = Field(100, ge=1, description="Detections kept per image at prediction.")
+    attention: Literal["sdpa", "eager"] = Field(
+        "sdpa", description="Multi-head attention (decoder self- and text cross-attention, encoder text "
+        "self-attention): sdpa: PyTorch's fused kernels; eager: transformers' matmul/softmax code."
+    )
     deformable_attention: Literal["auto", "torch"] = Field(
         "auto", description="auto: deformable attention that needs no gradient (a frozen encoder, prediction) "
         "runs a Triton kernel on CUDA when Triton is installed; torch: always transformers' implementation."

@@ -18,7 +18,7 @@ from teacherkit.atomic import atomic_replace_dir, atomic_write_json
 from teacherkit.data.info import DatasetInfo
 from teacherkit.errors import TeacherkitError
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
-from teacherkit_dino import msda
+from teacherkit_dino import msda, sdpa
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.modeling import (
     LoadedBase,
@@ -69,6 +69,7 @@ class GroundingDinoTeacher(Teacher):
         self._tuned_snapshot: dict[str, torch.Tensor] = {}
         self.model = apply_finetune(self.hf_model, config)
         msda.install(self.hf_model, config.deformable_attention)
+        sdpa.set_attention(self.hf_model, config.attention)
 
     # -- pieces for the hooks -------------------------------------------------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
