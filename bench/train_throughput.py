@@ -78,14 +78,16 @@ class Result:
 
 
 def ensure_plugins(host: Any) -> Any:
-    """Register the teacher plugins from the source tree when they are not installed
-    (a bare GPU machine with only a copy of the repository)."""
+    """Register the teacher plugins and the augmentation plugin from the source tree when
+    they are not installed (a bare GPU machine with only a copy of the repository)."""
     import importlib
 
     have = set(host.teachers())
     for name, module in (("grounding_dino", "teacherkit_dino.plugin"), ("sam", "teacherkit_sam.plugin")):
         if name not in have:
             host.register(importlib.import_module(module), name=module)
+    if not host.characteristics():  # the augmentation plugin is the one that declares them
+        host.register(importlib.import_module("teacherkit_augment.plugin"), name="teacherkit_augment.plugin")
     return host
 
 
