@@ -93,3 +93,37 @@ def test_loss_finite_when_no_image_has_boxes():
     batch = pre.collate([pre(random_sample(rng, i, []), train=True) for i in range(2)])
     result = _finite_step(teacher, batch)
     assert float(result["loss_bbox"]) == 0.0 and float(result["loss_ce"]) > 0.0
+
+
+def test_one_transfer_matching_equals_matching_each_set_and_host_ids_change_nothing():
+    """The decoder's and the encoder proposals' matchings copied to the host together give
+    the indices each set gets on its own; the batch's host copy of the prompt ids gives the
+    same loss as reading the ids back from the device."""
+    from teacherkit_dino.prompts import PromptBuilder
+
+    builder = PromptBuilder(["alpha", "beta", "gamma"], [1, 2, 3],
+                            lambda t: [2000 + sum(map(ord, w)) for w in t.split()], max_text_len=32)
+    prompts = [builder.build([0, 1, 2]), builder.build([0, 1, 2])]
+    labels = [{"class_labels": torch.tensor([1, 0]),
+               "boxes": torch.tensor([[0.3, 0.3, 0.2, 0.2], [0.6, 0.6, 0.2, 0.3]])},
+              {"class_labels": torch.tensor([2]), "boxes": torch.tensor([[0.5, 0.5, 0.4, 0.4]])}]
+    dec = synthetic_outputs(prompts, num_queries=6, seed=1)
+    enc = synthetic_outputs(prompts, num_queries=6, seed=2)
+    ids, mask = pad_prompts(prompts)
+    loss_fn = GroundingDinoLoss(two_stage=True)
+    matcher = loss_fn.criterion.matcher
+    from teacherkit_dino.loss import label_maps_on_host
+
+    maps = label_maps_on_host(dec["logits"], ids)
+    sets = [{"logits": o["logits"], "pred_boxes": o["pred_boxes"], "label_maps": maps} for o in (dec, enc)]
+    together = matcher.match_many(sets, labels)
+    for one_set, matched in zip(sets, together):
+        alone = matcher(one_set, labels)
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(alone, matched))
+    outputs = {"logits": dec["logits"], "pred_boxes": dec["pred_boxes"],
+               "enc_outputs_class": enc["logits"], "enc_outputs_coord_logits": torch.logit(enc["pred_boxes"])}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    plain = loss_fn(outputs, batch)
+    hosted = loss_fn(outputs, {**batch, "input_ids_host": ids.numpy().copy()})
+    assert "loss_ce_enc" in plain and set(plain) == set(hosted)
+    assert all(torch.allclose(plain[k], hosted[k]) for k in plain)

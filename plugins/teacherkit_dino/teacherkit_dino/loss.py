@@ -24,8 +24,9 @@ Speed (issue 9): transformers' criterion waits for the GPU about a dozen times p
 (``.item()`` on the box count, box-format checks inside ``if``, ``masked_select``, one
 ``torch.unique`` per image for the label maps), which left the GPU idle for a third of
 a Grounding DINO LoRA step. :class:`SyncFreeImageLoss` and :func:`label_maps_on_host`
-compute the same values with two waits per call: the cost matrices the Hungarian
-assignment (scipy) needs, and the prompt ids the label maps are read from. The old
+compute the same values with one wait per call: the cost matrices of both matchings
+(decoder and encoder proposals) that the Hungarian assignment (scipy) needs, copied
+together; the prompt ids the label maps are read from come from the batch's host copy. The old
 path stays available (``GroundingDinoLoss(sync_free=False)``) for comparison; the
 benchmark ``bench/train_throughput.py`` measures both.
 """
@@ -77,10 +78,14 @@ def unchecked_generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) ->
     return inter / union - (hull - union) / hull
 
 
-def label_maps_on_host(logits: torch.Tensor, input_ids: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def label_maps_on_host(logits: torch.Tensor, input_ids: torch.Tensor,
+                       host_ids: Any = None) -> tuple[torch.Tensor, ...]:
     """transformers' ``build_label_maps`` run on a host copy of the (small) prompt ids,
-    then moved to the logits' device: one wait instead of one ``torch.unique`` per image."""
-    maps = build_label_maps(logits, input_ids.cpu())
+    then moved to the logits' device: one ``torch.unique`` per image on the host instead of
+    on the device. ``host_ids`` (the collate's numpy copy) avoids even the one wait that
+    copying ``input_ids`` back would cost."""
+    ids = torch.from_numpy(host_ids) if host_ids is not None else input_ids.cpu()
+    maps = build_label_maps(logits, ids)
     return tuple(m.to(logits.device, non_blocking=True) for m in maps)
 
 
@@ -88,15 +93,34 @@ class SyncFreeMatcher(GroundingDinoHungarianMatcher):
     """transformers' Grounding DINO matcher (same costs, same scipy assignment) with the
     unchecked GIoU: the only wait left is copying the cost matrix to the host."""
 
+    def forward(self, outputs: dict[str, Any],
+                targets: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.match_many([outputs], targets)[0]
+
     @torch.no_grad()
-    def forward(self, outputs: dict[str, Any], targets: list[dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def match_many(self, many: list[dict[str, Any]], targets: list[dict[str, Any]]) -> list[list[tuple[Any, Any]]]:
+        """Match several prediction sets (the decoder's, the encoder proposals') against
+        the same targets with one copy of all their cost matrices to the host."""
         from scipy.optimize import linear_sum_assignment
 
-        batch_size, num_queries = outputs["logits"].shape[:2]
         sizes = [len(t["boxes"]) for t in targets]
         if sum(sizes) == 0:
             empty = torch.zeros(0, dtype=torch.int64)
-            return [(empty, empty) for _ in sizes]
+            return [[(empty, empty) for _ in sizes] for _ in many]
+        costs = [self.cost_matrix(outputs, targets) for outputs in many]
+        same = len({c.shape for c in costs}) == 1
+        host = list(torch.stack(costs).cpu()) if same else [c.cpu() for c in costs]
+        result = []
+        for cost in host:
+            indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
+            result.append([(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+                           for i, j in indices])
+        return result
+
+    @torch.no_grad()
+    def cost_matrix(self, outputs: dict[str, Any], targets: list[dict[str, Any]]) -> torch.Tensor:
+        """``(B, queries, all targets)`` matching costs on the device (transformers' costs)."""
+        batch_size, num_queries = outputs["logits"].shape[:2]
         out_prob = outputs["logits"].flatten(0, 1).sigmoid()
         out_bbox = outputs["pred_boxes"].flatten(0, 1)
         maps = torch.cat([m[t["class_labels"]] for m, t in zip(outputs["label_maps"], targets)])
@@ -111,9 +135,7 @@ class SyncFreeMatcher(GroundingDinoHungarianMatcher):
                                                    center_to_corners_format(target_bbox))
         cost = self.bbox_cost * bbox_cost + self.class_cost * class_cost + self.giou_cost * giou_cost
         big = torch.finfo(cost.dtype).max
-        cost = torch.nan_to_num(cost, nan=big, posinf=big, neginf=big).view(batch_size, num_queries, -1).cpu()
-        indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
-        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
+        return torch.nan_to_num(cost, nan=big, posinf=big, neginf=big).view(batch_size, num_queries, -1)
 
 
 class SyncFreeImageLoss(BatchSafeImageLoss):
@@ -125,9 +147,11 @@ class SyncFreeImageLoss(BatchSafeImageLoss):
     (whose output size needs a wait); matched indices go to the device once.
     """
 
-    def forward(self, outputs: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def forward(self, outputs: dict[str, Any], targets: list[dict[str, Any]],
+                indices: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
         device = outputs["logits"].device
-        indices = self.matcher(outputs, targets)
+        if indices is None:
+            indices = self.matcher(outputs, targets)
         indices = [(i.to(device, non_blocking=True), j.to(device, non_blocking=True)) for i, j in indices]
         num_boxes: float | torch.Tensor = max(float(sum(len(t["class_labels"]) for t in targets)), 1.0)
         world = _world_size()
@@ -220,21 +244,28 @@ class GroundingDinoLoss:
     def __call__(self, outputs: Any, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         logits = outputs["logits"]
         input_ids = batch["input_ids"]
-        label_maps = label_maps_on_host(logits, input_ids) if self.sync_free else build_label_maps(logits, input_ids)
+        if self.sync_free:
+            label_maps = label_maps_on_host(logits, input_ids, batch.get("input_ids_host"))
+        else:
+            label_maps = build_label_maps(logits, input_ids)
         text_mask = build_text_mask(logits, batch["attention_mask"])
         targets = batch["labels"]
-        parts = self.criterion(
-            {"logits": logits, "pred_boxes": outputs["pred_boxes"], "label_maps": label_maps, "text_mask": text_mask},
-            targets,
-        )
+        sets = [{"logits": logits, "pred_boxes": outputs["pred_boxes"], "label_maps": label_maps,
+                 "text_mask": text_mask}]
         proposals = self._encoder_proposals(outputs, num_queries=logits.shape[1]) if self.two_stage else None
         if proposals is not None:
             enc_logits, enc_boxes = proposals
-            enc = self.criterion(
-                {"logits": enc_logits, "pred_boxes": enc_boxes, "label_maps": label_maps, "text_mask": text_mask},
-                targets,
-            )
-            parts.update({f"{k}_enc": v for k, v in enc.items()})
+            sets.append({"logits": enc_logits, "pred_boxes": enc_boxes, "label_maps": label_maps,
+                         "text_mask": text_mask})
+        if isinstance(self.criterion, SyncFreeImageLoss) and hasattr(self.criterion.matcher, "match_many"):
+            # both matchings with one wait for the device
+            matched = self.criterion.matcher.match_many(sets, targets)
+            results = [self.criterion(s, targets, indices=m) for s, m in zip(sets, matched)]
+        else:
+            results = [self.criterion(s, targets) for s in sets]
+        parts = dict(results[0])
+        if len(results) > 1:
+            parts.update({f"{k}_enc": v for k, v in results[1].items()})
         total = sum(value * self.weights[key.removesuffix("_enc")] for key, value in parts.items()
                     if key.removesuffix("_enc") in self.weights)
         result = {"loss": total}

@@ -131,6 +131,9 @@ class GroundingDinoPreprocessor:
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids),
+            # a host copy (numpy stays where it is when the batch moves to the GPU): the loss
+            # reads the phrase spans from it without waiting for the device
+            "input_ids_host": input_ids.numpy().copy(),
             "labels": [{"class_labels": it["class_labels"], "boxes": it["boxes"]} for it in items],
             "phrase_classes": [list(p.classes) for p in prompts],
             "prompt_chunks": [
