@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from teacherkit.errors import DataError
-from teacherkit_sam.masks import mask_box_xyxy, masks_to_input_frame, resized_shape
+from teacherkit_sam.masks import mask_box_xyxy, mask_extents, masks_to_input_frame, resized_shape
 from teacherkit_sam.prompts import PAD_LABEL, jitter_box, make_rng, sample_points, select_instances
 
 SAM_MEAN = (0.485, 0.456, 0.406)
@@ -77,7 +77,10 @@ class SamPreprocessor:
 
         seed = self.sample_seed(sample)
         rng = make_rng(seed)
-        non_empty = masks.reshape(n, -1).any(axis=1) if n else np.zeros(0, dtype=bool)
+        # each mask's pixel extent: emptiness, boxes, where to look for points and which
+        # part of the mask to resize all come from it (no whole-image search per instance)
+        extents = mask_extents(masks)
+        non_empty = extents[:, 1] > extents[:, 0]
         # an empty mask gives no point to prompt and nothing to learn, so training skips it;
         # evaluation still answers for every ground-truth instance
         keep = select_instances(non_empty, self.max_instances, rng) if train else np.arange(n)
@@ -89,12 +92,14 @@ class SamPreprocessor:
         points = np.zeros((len(keep), points_per, 2), dtype=np.float32)
         labels = np.full((len(keep), points_per), PAD_LABEL, dtype=np.int64)
         for row, index in enumerate(keep):
-            box = self._instance_box(boxes_xywh[index], masks[index], (height, width))
+            box = self._instance_box(boxes_xywh[index], masks[index], (height, width), extents[index])
             if train:
                 # SAM's cap is 20 px at a 1024 input; scale it to the original frame
                 cap = self.box_jitter_max * self.image_size / 1024 / max(sx, sy)
                 box = jitter_box(box, self.box_jitter, cap, (height, width), rng)
-                pts, lab = sample_points(masks[index], box, self.num_points, self.num_negative_points, rng)
+                pts, lab = sample_points(
+                    masks[index], box, self.num_points, self.num_negative_points, rng, extent=extents[index]
+                )
                 points[row], labels[row] = pts * np.array([sx, sy], dtype=np.float32), lab
             boxes[row] = box * np.array([sx, sy, sx, sy], dtype=np.float32)
 
@@ -103,7 +108,7 @@ class SamPreprocessor:
             "boxes": boxes,
             "points": points,
             "point_labels": labels,
-            "targets": masks_to_input_frame(masks[keep], (h, w), self.image_size),
+            "targets": masks_to_input_frame(masks, (h, w), self.image_size, indices=keep, extents=extents),
             "image_id": int(sample.get("image_id", -1)),
             "annotation_ids": [ann_ids[i] for i in keep],
             "category_ids": [cat_ids[i] for i in keep],
@@ -130,11 +135,13 @@ class SamPreprocessor:
         return h.hexdigest()
 
     @staticmethod
-    def _instance_box(box_xywh: np.ndarray, mask: np.ndarray, bounds: tuple[int, int]) -> np.ndarray:
+    def _instance_box(
+        box_xywh: np.ndarray, mask: np.ndarray, bounds: tuple[int, int], extent: np.ndarray | None = None
+    ) -> np.ndarray:
         x, y, w, h = (float(v) for v in box_xywh)
         if w >= 1 and h >= 1:
             return np.array([x, y, x + w, y + h], dtype=np.float32)
-        tight = mask_box_xyxy(mask)
+        tight = mask_box_xyxy(mask, extent)
         if tight is not None:
             return tight
         # nothing to go on (an empty mask with a degenerate box): a one-pixel box where it says
@@ -151,7 +158,14 @@ class SamPreprocessor:
         mean = np.array(self.mean, dtype=np.float32) * 255
         std = np.array(self.std, dtype=np.float32) * 255
         out = np.zeros((3, self.image_size, self.image_size), dtype=np.float32)
-        out[:, :h, :w] = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+        if image.dtype != np.uint8:
+            out[:, :h, :w] = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
+            return out
+        # a uint8 image has 256 values per channel: normalise them once (the same float32
+        # operations, so the same values) and look each channel up straight into place
+        table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std  # (256, 3)
+        for c in range(3):
+            np.take(np.ascontiguousarray(table[:, c]), image[:, :, c], out=out[c, :h, :w], mode="clip")
         return out
 
     # -- a batch ------------------------------------------------------------------------

@@ -61,6 +61,8 @@ def sample_points(
     num_positive: int,
     num_negative: int,
     rng: np.random.Generator,
+    *,
+    extent: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Points and labels for one instance.
 
@@ -70,28 +72,64 @@ def sample_points(
     When a kind has no pixel to draw from (an empty mask, a mask filling the image)
     its slots hold padding points (label :data:`PAD_LABEL`) so shapes stay fixed.
 
+    :param extent: the mask's ``[y0, y1, x0, x1]`` pixel extent
+        (:func:`teacherkit_sam.masks.mask_extents`), when the caller has it: positives are
+        then searched inside it only (negatives inside ``box`` first), which gives the
+        same pixels in the same (row-major) order, hence the same draws, as searching
+        the whole image.
     :return: ``points (P, 2)`` float32 ``(x, y)`` and ``labels (P,)`` int64, with
         ``P = num_positive + num_negative``.
     """
     total = num_positive + num_negative
     points = np.zeros((total, 2), dtype=np.float32)
     labels = np.full(total, PAD_LABEL, dtype=np.int64)
-    ys, xs = np.nonzero(mask)
-    if len(xs) and num_positive:
-        pick = rng.choice(len(xs), size=num_positive, replace=len(xs) < num_positive)
-        points[:num_positive] = np.stack([xs[pick], ys[pick]], axis=1)
-        labels[:num_positive] = 1
+    if num_positive:
+        y0, y1, x0, x1 = (0, mask.shape[0], 0, mask.shape[1]) if extent is None else (int(v) for v in extent)
+        drawn = _draw_pixels(mask[y0:y1, x0:x1], False, num_positive, rng)
+        if drawn is not None:
+            points[:num_positive] = np.stack([drawn[1] + x0, drawn[0] + y0], axis=1)
+            labels[:num_positive] = 1
     if num_negative:
-        outside = mask == 0
+        drawn = None
         if box is not None:
             x0, y0, x1, y1 = (int(v) for v in np.round(box))
-            near = np.zeros_like(outside)
-            near[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = True
-            if (outside & near).any():
-                outside = outside & near
-        ny, nx = np.nonzero(outside)
-        if len(nx):
-            pick = rng.choice(len(nx), size=num_negative, replace=len(nx) < num_negative)
-            points[num_positive:] = np.stack([nx[pick], ny[pick]], axis=1)
+            # the slice the whole-image search masked with (negative bounds clamp to 0)
+            r0, r1 = min(max(y0, 0), mask.shape[0]), min(max(y1, 0), mask.shape[0])
+            c0, c1 = min(max(x0, 0), mask.shape[1]), min(max(x1, 0), mask.shape[1])
+            drawn = _draw_pixels(mask[r0:r1, c0:c1], True, num_negative, rng)
+        if drawn is None:
+            r0 = c0 = 0
+            drawn = _draw_pixels(mask, True, num_negative, rng)
+        if drawn is not None:
+            points[num_positive:] = np.stack([drawn[1] + c0, drawn[0] + r0], axis=1)
             labels[num_positive:] = 0
     return points, labels
+
+
+def _draw_pixels(
+    region: np.ndarray, background: bool, count: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``count`` pixels of ``region`` drawn uniformly, with replacement only when there
+    are fewer: the non-zero ones, or the zero ones when ``background``. ``None`` when
+    there is none.
+
+    Draws exactly as ``rng.choice`` over ``np.nonzero``'s (row-major) pixel list would,
+    without building the list: pixels are counted per row, and only the rows of the
+    drawn pixels are searched.
+
+    :return: ``(rows, cols)`` int64 arrays in ``region``'s coordinates.
+    """
+    per_row = np.count_nonzero(region, axis=1) if region.size else np.zeros(len(region), np.intp)
+    if background:
+        per_row = region.shape[1] - per_row
+    ends = np.cumsum(per_row)
+    total = int(ends[-1]) if len(ends) else 0
+    if total == 0:
+        return None
+    pick = rng.choice(total, size=count, replace=total < count)
+    rows = np.searchsorted(ends, pick, side="right")
+    cols = np.empty(count, dtype=np.int64)
+    for i, (k, r) in enumerate(zip(pick, rows)):
+        line = region[r] == 0 if background else region[r]
+        cols[i] = np.flatnonzero(line)[k - (ends[r] - per_row[r])]
+    return rows.astype(np.int64), cols
