@@ -63,6 +63,23 @@ class ExperimentConfig(_Section):
     )
 
 
+class ReplayConfig(_Section):
+    """Rehearsal: source-domain images mixed into every training epoch (see docs/data.md#replay)."""
+
+    data: str | None = Field(
+        None,
+        description="COCO JSON of source-domain data (what the base was trained on, or pseudo-labels of it) "
+        "mixed into every training epoch so the teacher keeps what it knew; null disables replay. Its "
+        "categories are matched to the training file's by name.",
+    )
+    images: str | None = Field(None, description="Folder the replay file_name values are relative to; null: "
+                               "the replay JSON's folder.")
+    fraction: float = Field(
+        0.5, gt=0, description="Replay images per epoch as a fraction of the training images (0.5: one replay "
+        "image for every two training images), drawn afresh each epoch from the run's seed.",
+    )
+
+
 class TrainingConfig(_Section):
     epochs: int = Field(10, ge=1, description="Number of passes over the training set.")
     batch_size: int = Field(4, ge=1, description="Images per step per process.")
@@ -85,6 +102,7 @@ class TrainingConfig(_Section):
         True, description="Let DDP tolerate trainable parameters a step does not use (safe default with LoRA "
         "and optional heads); false saves a graph traversal per step when every parameter is used."
     )
+    replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Rehearsal of source-domain data.")
 
 
 class CheckpointConfig(_Section):

@@ -33,6 +33,14 @@ def train_command(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (training.device).")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="training.num_workers")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="training.seed")] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option("--replay", help="Source-domain COCO JSON mixed into every epoch (training.replay.data)."),
+    ] = None,
+    replay_fraction: Annotated[
+        float | None, typer.Option("--replay-fraction", help="Replay images per epoch as a fraction of the training "
+                                   "images (training.replay.fraction).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")] = False,
 ) -> None:
     """Inspect the data, train every teacher it can train, evaluate each epoch, keep the best."""
@@ -48,6 +56,10 @@ def train_command(
     cli: dict[str, Any] = {}
     training = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device,
                                   "num_workers": num_workers, "seed": seed}.items() if v is not None}
+    replay_cli = {k: v for k, v in {"data": str(replay) if replay is not None else None,
+                                    "fraction": replay_fraction}.items() if v is not None}
+    if replay_cli:
+        training["replay"] = replay_cli
     if training:
         cli["training"] = training
     if lora_r is not None:
@@ -58,7 +70,7 @@ def train_command(
         config = None
     else:
         config = resolve_config(model, preset=preset, config_file=config_file, cli=cli, sets=sets or [])
-    for path, flag in ((data, "--data"), (val, "--val")):
+    for path, flag in ((data, "--data"), (val, "--val"), (replay, "--replay")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
     trainer = TeacherTrainer(

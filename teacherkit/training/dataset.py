@@ -137,6 +137,118 @@ class CocoTrainDataset:
         return self.preprocessor(sample, train=self.train)
 
 
+#: Seed stream of the replay draws, so they never coincide with a training sample's seed.
+REPLAY_STREAM = 0x5245504C  # "REPL"
+
+
+def _name_key(name: str) -> str:
+    return " ".join(str(name).split()).casefold()
+
+
+def replay_category_map(replay: Any, replay_path: Path, train_categories: list[Any],
+                        train_path: Path) -> dict[int, int]:
+    """Replay category id → training category id, matched by name (case and spacing
+    ignored, as ``teacherkit validate`` compares names: they become text prompts).
+
+    Every category the replay file annotates must be a training category: replay can only
+    rehearse classes the teachers train on. Declared but unused categories are ignored.
+
+    :raises DataError: naming the replay file, the category and the training file.
+    """
+    by_name: dict[str, int] = {}
+    for cat in train_categories:
+        by_name.setdefault(_name_key(cat.name), cat.id)
+    used = {ann.category_id for ann in replay.annotations}
+    mapping: dict[int, int] = {}
+    for cat in replay.categories:
+        if _name_key(cat.name) in by_name:
+            mapping[cat.id] = by_name[_name_key(cat.name)]
+        elif cat.id in used:
+            names = ", ".join(repr(c.name) for c in train_categories)
+            raise DataError(
+                f"{replay_path}: replay category {cat.name!r} (id {cat.id}) is not a category of the training "
+                f"file {train_path} (its categories: {names}); replay can only rehearse classes the teachers "
+                f"train on, so rename the category or drop its annotations"
+            )
+    return mapping
+
+
+def remap_replay(replay: Any, replay_path: Path, train_categories: list[Any], train_path: Path) -> Any:
+    """The replay dataset with the training file's categories and category ids (see
+    :func:`replay_category_map`); annotations of unknown or unused categories are dropped."""
+    import msgspec
+
+    from teacherkit.data.coco import CocoDataset
+
+    if not replay.images:
+        raise DataError(f"{replay_path}: the replay file has no images")
+    mapping = replay_category_map(replay, replay_path, train_categories, train_path)
+    annotations = [msgspec.structs.replace(ann, category_id=mapping[ann.category_id])
+                   for ann in replay.annotations if ann.category_id in mapping]
+    return CocoDataset(replay.images, annotations, train_categories, path=replay_path)
+
+
+def replay_count(num_train: int, fraction: float) -> int:
+    """Replay images per epoch: ``fraction`` of the training images, at least one."""
+    return max(1, round(num_train * fraction))
+
+
+class ReplayMix:
+    """The training set plus ``per_epoch`` replay images, one dataset the sampler shuffles.
+
+    Indices ``0 .. len(train) - 1`` are the training images; the rest are replay images,
+    drawn each epoch from ``(seed, epoch)`` without replacement (every replay image once
+    before any repeats when ``per_epoch`` exceeds the replay file). The length is the same
+    every epoch, so sampling, resuming and sharding work as for the training set alone.
+    """
+
+    def __init__(self, train_set: Any, replay_set: Any, *, per_epoch: int, seed: int) -> None:
+        if len(replay_set) == 0:
+            raise DataError("replay: the replay dataset is empty")
+        self.train_set = train_set
+        self.replay_set = replay_set
+        self.per_epoch = int(per_epoch)
+        self.seed = seed
+        self.epoch = 0
+        self.preprocessor = train_set.preprocessor
+        self.chosen = self.replay_indices(0)
+
+    def replay_indices(self, epoch: int) -> list[int]:
+        """Indices into the replay set used in ``epoch`` (deterministic in seed and epoch)."""
+        n = len(self.replay_set)
+        rng = np.random.default_rng([self.seed & 0xFFFFFFFF, epoch, REPLAY_STREAM])
+        rounds = math.ceil(self.per_epoch / n)
+        order = np.concatenate([rng.permutation(n) for _ in range(rounds)])[: self.per_epoch]
+        return [int(i) for i in order]
+
+    def __len__(self) -> int:
+        return len(self.train_set) + self.per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.train_set.set_epoch(epoch)
+        self.replay_set.set_epoch(epoch)
+        self.chosen = self.replay_indices(epoch)
+
+    def is_replay(self, index: int) -> bool:
+        return index >= len(self.train_set)
+
+    def source(self, index: int) -> tuple[Any, int]:
+        """The dataset and the index in it that ``index`` stands for."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        n = len(self.train_set)
+        return (self.train_set, index) if index < n else (self.replay_set, self.chosen[index - n])
+
+    def raw_sample(self, index: int) -> Sample:
+        dataset, i = self.source(index)
+        return dataset.raw_sample(i)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        dataset, i = self.source(index)
+        return dataset[i]
+
+
 class EpochSampler:
     """A deterministic, resumable, rank-sharded order of indices.
 

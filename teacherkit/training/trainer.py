@@ -27,6 +27,7 @@ from typing import Any
 
 from teacherkit.atomic import atomic_write_json, atomic_write_text
 from teacherkit.errors import DataError, OutputExistsError, TeacherkitError
+from teacherkit.training.dataset import REPLAY_STREAM, ReplayMix, replay_count, sample_seed
 from teacherkit.training.loop import Interrupted, LoopResult, LoopSettings, StopFlag, TeacherLoop
 
 CONFIG_FILE = "teacher_config.yaml"
@@ -174,6 +175,8 @@ class TeacherTrainer:
         )
         main = accelerator.is_main_process
         reporter = Reporter(quiet=self.quiet, enabled=main)
+        if not self.resume:
+            self._replay_paths()  # a missing replay file fails before --overwrite deletes anything
         if main:
             prepare_output_dir(self.output, resume=self.resume, overwrite=self.overwrite)
         accelerator.wait_for_everyone()
@@ -191,6 +194,7 @@ class TeacherTrainer:
         else:
             self._check_val_categories(train_coco, val_coco)
         teachers = self.select_teachers(info)
+        self._replay = self._load_replay(train_coco)
         if main and not self.resume:
             cfg.save(self.output / CONFIG_FILE)
             atomic_write_json(self.output / DATASET_INFO_FILE, info.to_dict(), indent=2)
@@ -198,6 +202,13 @@ class TeacherTrainer:
             f"data: {info.num_images} images, {info.num_annotations} annotations, {info.num_classes} classes; "
             f"kinds: {', '.join(info.annotation_kinds)}; teachers: {', '.join(t.name for t in teachers)}"
         )
+        if self._replay is not None:
+            replay_cfg = cfg.training.replay
+            reporter.line(
+                f"replay: {replay_count(info.num_images, replay_cfg.fraction)} images per epoch "
+                f"(fraction {replay_cfg.fraction:g}) drawn from {len(self._replay['coco'].images)} in "
+                f"{self._replay['path']}; kinds: {', '.join(self._replay['kinds']) or 'none'}"
+            )
         results: dict[str, LoopResult] = {}
         reports: dict[str, str] = {}
         self._monitors: dict[str, str] = {}
@@ -245,6 +256,7 @@ class TeacherTrainer:
         common = {"learns_from": spec.learns_from, "with_masks": with_masks, "seed": cfg.training.seed}
         train_set = CocoTrainDataset(train_coco, self.image_dir, info, preprocessor, train=True, augment=augment,
                                      **common)
+        train_set = self._with_replay(spec, train_set, info, preprocessor, augment, common, reporter)
         val_source, val_dir = (val_coco, self.val_image_dir) if val_coco is not None else (train_coco, self.image_dir)
         val_set = CocoTrainDataset(val_source, val_dir, info, preprocessor, train=False,
                                    **{**common, "with_masks": spec.learns_from == "masks"})
@@ -293,6 +305,54 @@ class TeacherTrainer:
                          title=f"{spec.name} ({report.mode})", metric=monitor)
         return result, report.summary()
 
+    # -- replay --------------------------------------------------------------------------------
+    def _load_replay(self, train_coco: Any) -> dict[str, Any] | None:
+        """The replay file of ``training.replay`` with the training file's categories, or
+        ``None`` when replay is off."""
+        from teacherkit.data.coco import load_coco
+        from teacherkit.data.inspect import inspect_dataset
+        from teacherkit.training.dataset import remap_replay
+
+        paths = self._replay_paths()
+        if paths is None:
+            return None
+        path, images = paths
+        coco = remap_replay(load_coco(path), path, list(train_coco.categories), self.train_path)
+        kinds = inspect_dataset(coco, host=self.host).annotation_kinds
+        return {"path": path, "images": images, "coco": coco, "kinds": kinds}
+
+    def _replay_paths(self) -> tuple[Path, Path] | None:
+        """``(replay JSON, its image folder)``, checked to exist; ``None`` when replay is off."""
+        replay_cfg = self.config.training.replay
+        if not replay_cfg.data:
+            return None
+        path = Path(replay_cfg.data)
+        if not path.is_file():
+            raise DataError(f"training.replay.data {path}: file not found")
+        images = Path(replay_cfg.images) if replay_cfg.images else path.parent
+        if not images.is_dir():
+            raise DataError(f"training.replay.images {images}: folder not found")
+        return path, images
+
+    def _with_replay(self, spec: Any, train_set: Any, info: Any, preprocessor: Any, augment: Any,
+                     common: dict[str, Any], reporter: Any) -> Any:
+        """``train_set`` mixed with the replay images (see :class:`ReplayMix`), when replay is on
+        and the replay file has what this teacher learns from."""
+        from teacherkit.training.dataset import CocoTrainDataset
+
+        replay = self._replay
+        if replay is None:
+            return train_set
+        if spec.learns_from not in replay["kinds"]:
+            reporter.warn(f"replay: {replay['path']} has no '{spec.learns_from}' annotations; "
+                          f"{spec.name} trains without replay")
+            return train_set
+        seed = self.config.training.seed
+        replay_set = CocoTrainDataset(replay["coco"], replay["images"], info, preprocessor, train=True,
+                                      augment=augment, **{**common, "seed": sample_seed(seed, REPLAY_STREAM, 0)})
+        per_epoch = replay_count(len(train_set), self.config.training.replay.fraction)
+        return ReplayMix(train_set, replay_set, per_epoch=per_epoch, seed=seed)
+
     # -- helpers -------------------------------------------------------------------------------
     def _mixed_precision(self) -> str:
         import torch
@@ -311,6 +371,14 @@ class TeacherTrainer:
                 f"{self.val_path}: categories {unknown} are not in the training file {self.train_path}; "
                 f"the teachers can only be scored on classes they were trained on"
             )
+
+    def _replay_metadata(self) -> dict[str, Any] | None:
+        replay = getattr(self, "_replay", None)
+        if replay is None:
+            return None
+        return {"path": str(replay["path"]), "fingerprint": file_fingerprint(replay["path"]),
+                "images": str(replay["images"]), "num_images": len(replay["coco"].images),
+                "fraction": self.config.training.replay.fraction}
 
     @staticmethod
     def _summary_row(name: str, result: LoopResult, monitor: str | None = None) -> dict[str, Any]:
@@ -342,6 +410,7 @@ class TeacherTrainer:
                 "train": {"path": str(self.train_path), "fingerprint": file_fingerprint(self.train_path)},
                 "val": {"path": str(self.val_path), "fingerprint": file_fingerprint(self.val_path)}
                 if self.val_path else None,
+                "replay": self._replay_metadata(),
                 "num_images": info.num_images, "num_annotations": info.num_annotations,
                 "classes": info.class_names, "annotation_kinds": info.annotation_kinds,
             },
