@@ -462,6 +462,7 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
     from transformers import SamConfig as HFSamConfig
     from transformers import SamModel
 
+    from teacherkit_sam.attention import count_folded_attention
     from teacherkit_sam.config import SamConfig
     from teacherkit_sam.loading import ImageSettings, tiny_sam_config
     from teacherkit_sam.teacher import SamTeacher
@@ -518,9 +519,9 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
             teacher, model, fn = teacher_parts(cfg)
             notes = {"tuning": teacher.mode,
                      **apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)}
-            # the plugin applies teachers.sam.attention when it loads a base; this bench builds the
-            # model itself, so apply the setting here (the variant's, else the config's default)
-            notes["attention"] = set_sam_attention(teacher.sam, attention or cfg.attention)
+            # the teacher applies teachers.sam.attention; a variant may switch it
+            notes["attention"] = set_sam_attention(teacher.sam, attention) if attention else \
+                f"{cfg.attention} ({count_folded_attention(teacher.sam)} folded modules)"
             model.train()
             step = teacherkit_step(teacher, model, fn, dev, **step_kwargs)
             if teacher.uses_cache:
