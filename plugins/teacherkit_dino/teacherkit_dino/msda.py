@@ -165,14 +165,14 @@ def install(model: torch.nn.Module, mode: str = "auto") -> int:
     tensors only); ``"torch"`` removes an installed dispatch. Returns how many modules now
     dispatch. The modules have no parameters, so state dicts and adapters do not change.
     """
+    if mode not in ("auto", "torch"):
+        raise ValueError(f"unknown deformable_attention mode {mode!r}")
     modules = _deformable_modules(model)
     if mode == "torch" or triton is None:
         for module in modules:
             if isinstance(module.__dict__.get("forward"), _Dispatch):
                 del module.forward
         return 0
-    if mode != "auto":
-        raise ValueError(f"unknown deformable_attention mode {mode!r}")
     for module in modules:
         if not isinstance(module.__dict__.get("forward"), _Dispatch):
             module.forward = _Dispatch(module)
