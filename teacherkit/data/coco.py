@@ -168,12 +168,12 @@ def load_coco(path: str | Path) -> CocoDataset:
     data = read_bytes(path)
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM):]  # harmless; validation still mentions it
+    offset = utf8_error_offset(data)
+    if offset is not None:
+        raise DataError(f"{path}: not UTF-8 text at {position(data, offset)}; "
+                        f"`teacherkit validate --fix` can transcode it")
     try:
         file = msgspec.json.decode(data, type=_CocoFile, strict=False)
-    except UnicodeDecodeError:
-        offset = utf8_error_offset(data) or 0
-        raise DataError(f"{path}: not UTF-8 text at {position(data, offset)}; "
-                        f"`teacherkit validate --fix` can transcode it") from None
     except msgspec.ValidationError as exc:
         raise DataError(f"{path}: {_path_first(str(exc))}") from None
     except msgspec.DecodeError as exc:

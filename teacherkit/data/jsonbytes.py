@@ -8,6 +8,7 @@ lenient fallbacks validation uses to keep reporting past them.
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -38,12 +39,24 @@ def position(data: bytes, offset: int) -> str:
     return f"byte {offset} (line {line}, column {column})"
 
 
-def utf8_error_offset(data: bytes) -> int | None:
-    """Offset of the first byte that is not valid UTF-8, or ``None``."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start
+def utf8_error_offset(data: bytes, chunk: int = 1 << 24) -> int | None:
+    """Offset of the first byte that is not valid UTF-8, or ``None``.
+
+    Checked here, before any JSON decoder sees the bytes, so that what a non-UTF-8 file
+    produces does not depend on how a library version reports it (msgspec < 0.23 raises
+    ``UnicodeDecodeError``, 0.23 a ``DecodeError``). ASCII files (most COCO files) are
+    recognised without decoding; others are decoded in chunks and the text thrown away,
+    so a large file never exists twice in memory."""
+    if data.isascii():
+        return None
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    for start in range(0, len(data), chunk):
+        carried = len(decoder.getstate()[0])  # a character split across the chunk boundary
+        try:
+            decoder.decode(view[start:start + chunk], final=start + chunk >= len(data))
+        except UnicodeDecodeError as exc:  # exc.start counts from the carried bytes
+            return start - carried + exc.start
     return None
 
 

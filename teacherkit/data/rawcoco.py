@@ -110,13 +110,13 @@ def from_bytes(data: bytes) -> RawCoco:
         raw.findings.append(finding("json.bom", "the file starts with a UTF-8 byte-order mark (EF BB BF)",
                                     "$"))
         data = data[len(UTF8_BOM):]
-    try:
-        lean = msgspec.json.decode(data, type=_LeanFile)
-    except UnicodeDecodeError:
-        offset = utf8_error_offset(data) or 0
+    offset = utf8_error_offset(data)  # checked first: msgspec's error type for it changed in 0.23
+    if offset is not None:
         raw.findings.append(finding("json.encoding", f"not UTF-8 text: byte 0x{data[offset]:02x} at "
                                     f"{position(data, offset)}; read as Windows-1252/Latin-1", "$"))
         return _generic(legacy_text(data).encode("utf-8"), raw)
+    try:
+        lean = msgspec.json.decode(data, type=_LeanFile)
     except msgspec.ValidationError:
         return _generic(data, raw)  # some shape is unexpected: check it all by hand
     except msgspec.DecodeError as exc:
