@@ -18,13 +18,13 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import platform
+import random
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 MEDIUM_REQUEST = {
     "characteristics": ["changes_shape", "reflective_surface"],

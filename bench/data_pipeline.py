@@ -43,8 +43,8 @@ def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
     from teacherkit.config import AugmentationConfig
     from teacherkit.data.coco import load_coco
     from teacherkit.data.inspect import inspect_dataset
-    from teacherkit.plugins import get_plugin_manager
     from teacherkit.data.synthetic import make_coco_dataset
+    from teacherkit.plugins import get_plugin_manager
     from teacherkit.training.dataset import CocoTrainDataset
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))

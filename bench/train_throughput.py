@@ -337,11 +337,11 @@ def measure(workload: str, variant: str, build: Any, warm: list, work: list, siz
             result.notes["host_syncs_per_step"] = count_syncs(step, work[0], dev)
         if profiled:
             profile(step, work[0], dev, f"{workload}/{variant}")
-    except Exception as exc:  # noqa: BLE001 - one lever failing must not end a GPU run
+    except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"[:300]
         traceback.print_exc(limit=3, file=sys.stderr)
     finally:
-        step = None  # noqa: F841
+        step = None
         dev.release()
     report(result)
     return result

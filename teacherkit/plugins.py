@@ -159,7 +159,8 @@ class PluginHost:
         ):
             for spec in result or []:
                 if spec.name in specs:
-                    raise PluginError(f"teacher {spec.name!r} is declared twice (second by plugin {impl.plugin_name!r})")
+                    raise PluginError(
+                        f"teacher {spec.name!r} is declared twice (second by plugin {impl.plugin_name!r})")
                 specs[spec.name] = spec
         return specs
 

@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-import pytest  # noqa: E402
-from hypothesis import settings  # noqa: E402
+import pytest
+from hypothesis import settings
 
 # CI explores a fixed set of examples (a red CI must be reproducible); local runs keep
 # exploring new ones, and failures found there are replayed from .hypothesis/.

@@ -123,7 +123,8 @@ def make_coco_dataset(
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     cats = [c if isinstance(c, dict) else {"id": i + 1, "name": c} for i, c in enumerate(categories)]
-    cats = [{"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "shape")} for c in cats]
+    cats = [{"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "shape")}
+            for c in cats]
     height, width = size
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []

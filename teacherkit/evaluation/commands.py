@@ -18,13 +18,16 @@ def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="COCO JSON to evaluate on (a test split).")],
     images: Annotated[Path | None, typer.Option("--images", help="Image folder (default: the JSON's folder).")] = None,
     reference: Annotated[
-        Path | None, typer.Option("--reference", help="A second COCO JSON (e.g. the source domain) to measure retention.")
+        Path | None,
+        typer.Option("--reference", help="A second COCO JSON (e.g. the source domain) to measure retention."),
     ] = None,
     reference_images: Annotated[
         Path | None, typer.Option("--reference-images", help="Image folder of --reference.")
     ] = None,
     adapter_scale: Annotated[
-        float, typer.Option("--adapter-scale", min=0.0, max=1.0, help="0 = base model, 1 = fine-tuned; in between interpolates.")
+        float,
+        typer.Option("--adapter-scale", min=0.0, max=1.0,
+                     help="0 = base model, 1 = fine-tuned; in between interpolates."),
     ] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 4,
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated teachers to evaluate.")] = None,
@@ -50,10 +53,10 @@ def evaluate_command(
 
 
 def print_tables(result: dict[str, Any]) -> None:
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     scale = result["adapter_scale"]

@@ -76,7 +76,9 @@ class _progress:
 def export_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write, one sub-folder per teacher.")],
-    merge: Annotated[bool, typer.Option("--merge", help="Merge LoRA into full models loadable by from_pretrained.")] = False,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge LoRA into full models loadable by from_pretrained.")
+    ] = False,
     models: Annotated[str | None, typer.Option("--models", help="Comma-separated teachers to export.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
 ) -> None:

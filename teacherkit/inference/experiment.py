@@ -119,7 +119,8 @@ class Experiment:
 
         if name not in self.teacher_names:
             raise ExperimentError(
-                f"{self.path}: no trained teacher {name!r}; this experiment has: {', '.join(self.teacher_names) or 'none'}"
+                f"{self.path}: no trained teacher {name!r}; "
+                f"this experiment has: {', '.join(self.teacher_names) or 'none'}"
             )
         spec = self.host.teacher(name)
         tdir = self.path / "teachers" / name

@@ -16,10 +16,13 @@ def train_command(
         Path | None, typer.Option("--images", help="Image folder (default: the training JSON's folder).")
     ] = None,
     val_images: Annotated[
-        Path | None, typer.Option("--val-images", help="Validation image folder (default: --images, else --val's folder).")
+        Path | None,
+        typer.Option("--val-images", help="Validation image folder (default: --images, else --val's folder)."),
     ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="YAML config layered over the defaults.")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set training.lr=3e-4.")] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key: --set training.lr=3e-4.")
+    ] = None,
     models: Annotated[
         str | None, typer.Option("--models", help="Comma-separated teachers to train (narrows what the data allows).")
     ] = None,
@@ -27,8 +30,12 @@ def train_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="training.batch_size")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="training.lr")] = None,
     lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank of every teacher.")] = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="'tiny': small random models for trying the pipeline.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the experiment in --output where it stopped.")] = False,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="'tiny': small random models for trying the pipeline.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the experiment in --output where it stopped.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing experiment in --output.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (training.device).")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="training.num_workers")] = None,

@@ -350,7 +350,8 @@ class TeacherLoop:
                     epoch += 1
                     break
                 if self.stop.requested:
-                    raise Interrupted(f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
+                    raise Interrupted(
+                        f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
             else:
                 epoch = s.epochs
         finally:
@@ -368,15 +369,15 @@ class TeacherLoop:
         keep = {"epoch", "train_loss", "seconds", "peak_mem_gib", "best"}
         out = {}
         for key, value in row.items():
-            if key in keep or (isinstance(value, float) and key.split("_")[-1] in {"AP", "AP50", "mIoU", "mDice", "loss"}):
+            metric_like = key.split("_")[-1] in {"AP", "AP50", "mIoU", "mDice", "loss"}
+            if key in keep or (isinstance(value, float) and metric_like):
                 out[key] = value
         return out
 
     # -- evaluation ---------------------------------------------------------------------------
     def _evaluate(self, model: Any) -> dict[str, Any]:
-        from accelerate.utils import broadcast_object_list, gather_object
-
         import torch
+        from accelerate.utils import broadcast_object_list, gather_object
 
         acc = self.acc
         if self.val_set is None:

@@ -154,14 +154,13 @@ class TeacherTrainer:
         return specs
 
     def train(self) -> dict[str, LoopResult]:
+        import torch
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
         from teacherkit.data.coco import load_coco
         from teacherkit.data.inspect import inspect_dataset
         from teacherkit.training.console import Reporter
-
-        import torch
 
         cfg = self.config
         if cfg.training.device == "cuda" and not torch.cuda.is_available():

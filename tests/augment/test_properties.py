@@ -7,7 +7,7 @@ exact by construction), and every per-instance array stays aligned with its inst
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ REGISTRY = AugmentationRegistry(BUILTIN_CHARACTERISTICS)
 OPTIONS = [(spec.name, value) for spec in BUILTIN_CHARACTERISTICS for value in (spec.values or (None,))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def augmenter(name: str, value: str | None, intensity: str) -> SampleAugmenter:
     request = {"characteristics": [name]} if value is None else {"environment": {name: value}}
     return SampleAugmenter(REGISTRY.get_pipeline(intensity=intensity, **request))

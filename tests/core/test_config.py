@@ -109,7 +109,8 @@ def test_parse_set_types():
 
 
 def test_yaml_round_trip_is_identical(model, tmp_path):
-    cfg = resolve_config(model, preset="tiny", sets=["training.lr=3e-4", "augmentation.environment={lighting: variable}",
+    cfg = resolve_config(model, preset="tiny", sets=["training.lr=3e-4",
+                                                     "augmentation.environment={lighting: variable}",
                                                      "teachers.sam.lora.target_modules=[qkv]"])
     path = tmp_path / "teacher_config.yaml"
     cfg.save(path)

@@ -192,9 +192,8 @@ def _file_truncated(d, root):
 
 @case("file.truncated", "jpeg")
 def _file_truncated_jpeg(d, root):
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     name = "cut.jpg"
     noise = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)

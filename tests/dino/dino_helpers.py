@@ -63,7 +63,7 @@ def shapes_info() -> DatasetInfo:
 def random_sample(rng: np.random.Generator, image_id: int, labels: list[int], size=(48, 64)) -> dict[str, Any]:
     h, w = size
     boxes = []
-    for k in range(len(labels)):
+    for _ in range(len(labels)):
         x, y = rng.uniform(0, w / 2), rng.uniform(0, h / 2)
         boxes.append([x, y, rng.uniform(4, w / 2), rng.uniform(4, h / 2)])
     n = len(labels)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from dino_helpers import make_teacher, shapes_info
+
 from teacherkit_dino import msda
 
 pytest.importorskip("triton", reason="the kernel needs Triton (in the test extras)")

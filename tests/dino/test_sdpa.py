@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dino_helpers import make_teacher, shapes_info
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoMultiheadAttention
 
-from dino_helpers import make_teacher, shapes_info
 from teacherkit_dino import sdpa
 from teacherkit_dino.loss import GroundingDinoLoss
 

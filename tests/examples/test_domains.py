@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import domains
 import numpy as np
 import pytest
 
 from tests.examples.example_paths import EXAMPLES
-
-import domains  # noqa: E402  (examples/ is put on sys.path by example_paths)
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -83,12 +83,12 @@ def test_quickstart_config_puts_lora_where_it_can_adapt(plugin_host):
 
 
 def _score(host, config, name, data_path):
+    import torch
+
     from teacherkit.data.coco import load_coco
     from teacherkit.data.inspect import inspect_dataset
     from teacherkit.evaluation.run import metrics_for, predictions_for
     from teacherkit.inference.experiment import LoadedTeacher
-
-    import torch
 
     coco = load_coco(data_path)
     info = inspect_dataset(load_coco(EXAMPLES / "domain_b" / "train.json"), host=host)

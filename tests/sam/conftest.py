@@ -67,7 +67,8 @@ def make_sample(masks: np.ndarray, *, boxes: np.ndarray | None = None, image_id:
     return {
         "image": image, "image_id": image_id, "file_name": f"img{image_id}.png", "orig_size": (h, w),
         "boxes": np.asarray(boxes, np.float32), "labels": np.zeros(n, np.int64),
-        "category_ids": np.arange(n, dtype=np.int64) + 1, "annotation_ids": np.arange(n, dtype=np.int64) + 100 * image_id,
+        "category_ids": np.arange(n, dtype=np.int64) + 1,
+        "annotation_ids": np.arange(n, dtype=np.int64) + 100 * image_id,
         "iscrowd": np.zeros(n, np.int64), "masks": masks, "extra": {} if seed is None else {"seed": seed},
     }
 

@@ -97,7 +97,6 @@ def preview_command(
     before training. With no characteristics and no environment it shows the default
     training augmentation."""
     from teacherkit.errors import OutputExistsError
-
     from teacherkit_augment.preview import load_samples, render_grid, write_png
     from teacherkit_augment.registry import get_augmentation_registry, with_defaults
 

@@ -22,13 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from teacherkit.config import ConfigError
 from teacherkit.plugins import PluginError
-
 from teacherkit_augment.characteristics import INTENSITIES
 
 if TYPE_CHECKING:  # pragma: no cover
     from teacherkit.plugins import PluginHost
     from teacherkit.teachers import CharacteristicSpec
-
     from teacherkit_augment.pipeline import AugmentationPipeline, SampleAugmenter
 
 #: What training uses when the config names no characteristic and no environment fact:

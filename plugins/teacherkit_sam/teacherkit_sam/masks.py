@@ -70,21 +70,6 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     return mask_utils.decode([obj])[:, :, 0]
 
 
-def mask_box_xyxy(mask: np.ndarray) -> np.ndarray | None:
-    """The tight ``[x0, y0, x1, y1]`` box of a mask (pixel edges), or ``None`` when empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
-
-
-def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
-    """The ``(h, w)`` an image takes when its longest side is scaled to ``longest``
-    (rounded as SAM's own image processor rounds)."""
-    scale = longest / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def mask_extents(masks: np.ndarray) -> np.ndarray:
     """Row and column extents ``[y0, y1, x0, x1]`` (half-open, pixel indices) of each
     of ``(N, H, W)`` masks as ``(N, 4)`` int64; an empty mask gets ``[0, 0, 0, 0]``.
