@@ -110,3 +110,14 @@ def test_sync_free_loss_equals_transformers_criterion() -> None:
         if ref_grad is not None:
             assert torch.isfinite(fast_grad).all(), name
             torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_startup_prints_every_command_next_to_the_interpreter(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    done = _run("cli_startup.py", "--repeat", "1", "--json", str(out), tmp_path=tmp_path)
+    for name in ("teacherkit --help", "teacherkit plugins --json", "import torch"):
+        assert name in done.stdout
+    data = json.loads(out.read_text())
+    assert set(data["median_seconds"]) == {line.split("  ")[0].strip() for line in done.stdout.splitlines()[1:]}
+    assert data["machine"]["python"] and data["command"].endswith("--json " + str(out))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -58,27 +57,31 @@ def test_unknown_command_is_a_usage_error(capsys):
     assert "No such command" in capsys.readouterr().err
 
 
+HEAVY_MODULES = ("torch", "transformers", "numpy", "albumentations", "cv2", "peft", "accelerate", "scipy",
+                 "matplotlib", "PIL", "pycocotools")
+
+
 @pytest.mark.slow
-def test_help_and_plugins_do_not_import_torch_and_are_fast():
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["plugins", "--json"]])
+def test_light_commands_import_no_heavy_library(argv):
+    # a fresh interpreter, so that nothing another test imported counts; how long it takes
+    # is measured by bench/cli_startup.py, not asserted here
     code = (
-        "import sys, time; t=time.perf_counter(); from teacherkit.cli import run; "
-        "rc1=run(['--help']); rc2=run(['plugins', '--json']); "
-        "print('\\nRESULT', rc1, rc2, 'torch' in sys.modules, 'transformers' in sys.modules, "
-        "'albumentations' in sys.modules, time.perf_counter()-t)"
+        "import sys; from teacherkit.cli import run; "
+        f"rc = run({argv!r}); "
+        f"heavy = sorted(m for m in {HEAVY_MODULES!r} if m in sys.modules); "
+        "print('\\nRESULT', rc, ','.join(heavy) or '-')"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    line = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT")][0].split()
-    assert line[1:3] == ["0", "0"]
-    assert line[3:6] == ["False", "False", "False"], "a light command imported a heavy library"
-    assert float(line[6]) < 1.0
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT")][-1].split()
+    assert line[1] == "0", result.stderr
+    assert line[2] == "-", f"`teacherkit {' '.join(argv)}` imported {line[2]}"
 
 
 @pytest.mark.slow
 def test_console_script_reports_errors_without_traceback(tmp_path):
-    start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "teacherkit.cli", "config", "--config", str(tmp_path / "nope.yaml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "nope.yaml: config file not found" in result.stderr
     assert "Traceback" not in result.stderr
-    assert time.perf_counter() - start < 10

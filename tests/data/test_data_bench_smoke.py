@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -22,4 +23,5 @@ def test_validate_scale_smoke(tmp_path: Path) -> None:
     results = out["results"]
     assert results["validate"]["errors"] == 0  # the generated file is valid COCO
     assert results["pycocotools"]["annotations"] == results["load_coco"]["annotations"] == out["file"]["annotations"]
-    assert all(r["seconds"] > 0 and r["peak_rss_mb"] > 0 for r in results.values())
+    # every tool was measured (the figures themselves are the benchmark's, not asserted)
+    assert all(math.isfinite(r["seconds"]) and r["peak_rss_mb"] > 0 for r in results.values())
