@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import domains
 import numpy as np
 import pytest
 
 from tests.examples.example_paths import EXAMPLES
+
+import domains
 
 
 def _files(root: Path) -> dict[str, bytes]:
