@@ -33,19 +33,16 @@ CORE_COMMAND_MODULES = (
 
 class State:
     verbose = False
-    host: Any = None
 
 
 state = State()
 
 
 def get_host() -> Any:
-    """The plugin host of this CLI invocation (built once)."""
-    if state.host is None:
-        from teacherkit.plugins import get_plugin_manager
+    """The plugin host of this CLI invocation (:func:`teacherkit.plugins.current_host`)."""
+    from teacherkit.plugins import current_host
 
-        state.host = get_plugin_manager()
-    return state.host
+    return current_host()
 
 
 def _version_callback(value: bool) -> None:
@@ -82,17 +79,16 @@ def plugins_command(
 ) -> None:
     """List installed plugins, the hooks each implements, the teachers they provide, and
     plugins that failed to load."""
+    from teacherkit.plugins import PluginHookError
+
     host = get_host()
     teachers: dict[str, list[dict[str, str]]] = {}
-    try:
-        for impl, result in zip(
-            reversed(host.pm.hook.teacherkit_register_teachers.get_hookimpls()),
-            host.pm.hook.teacherkit_register_teachers(),
-            strict=False,
-        ):
-            teachers[impl.plugin_name] = [{"name": s.name, "learns_from": s.learns_from} for s in result or []]
-    except Exception as exc:  # a plugin's declaration hook raising must not hide the listing
-        logging.getLogger("teacherkit").warning("listing teachers failed: %s", exc)
+    # each plugin's declarations on their own: one plugin raising must not hide the listing
+    for name, declared in host.teachers_by_plugin(isolate=True):
+        if isinstance(declared, PluginHookError):
+            host.record_failure(name, declared.cause, hook="teacherkit_register_teachers")
+            continue
+        teachers[name] = [{"name": s.name, "learns_from": s.learns_from} for s in declared]
     plugins = []
     for info in host.infos:
         entry = info.to_dict()
@@ -148,7 +144,9 @@ def config_command(
 def build_app(host: Any | None = None) -> typer.Typer:
     """Build the CLI: core commands, then every plugin's commands."""
     if host is not None:
-        state.host = host
+        from teacherkit.plugins import set_current_host
+
+        set_current_host(host)
     app = typer.Typer(
         name="teacherkit",
         no_args_is_help=True,

@@ -8,15 +8,19 @@ costs nothing (``teacherkit --help`` must stay fast).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pathlib import Path
+
     import typer
 
     from teacherkit.config import AugmentationConfig, TeacherConfig
+    from teacherkit.data.coco import CocoDataset
     from teacherkit.data.info import DatasetInfo
+    from teacherkit.plugins import PluginHost
     from teacherkit.teachers import (
         Augmentation,
         CharacteristicSpec,
@@ -38,7 +42,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def teacherkit_detect_annotations(dataset: Any) -> list[str]:
+def teacherkit_detect_annotations(dataset: CocoDataset) -> list[str]:
     """Name the annotation kinds present in a loaded COCO dataset.
 
     Called once by :func:`teacherkit.inspect_dataset` for every dataset it inspects.
@@ -77,7 +81,7 @@ def teacherkit_register_teachers() -> list[TeacherSpec]:
 
 @hookspec(firstresult=True)
 def teacherkit_load_model(
-    teacher: TeacherSpec, config: TeacherConfig, dataset_info: DatasetInfo, workdir: Any
+    teacher: TeacherSpec, config: TeacherConfig, dataset_info: DatasetInfo, workdir: Path | None
 ) -> Teacher | None:
     """Build the model for ``teacher``, ready to train (LoRA applied) or to predict.
 
@@ -111,7 +115,9 @@ def teacherkit_make_preprocessor(
         :class:`teacherkit.types.Sample` plus a ``collate`` method), or ``None`` when
         this plugin does not handle ``teacher``.
 
-    Stops at the first non-``None`` result; a plugin overrides a teacher's own
+    Stops at the first non-``None`` result. A built-in ``trylast`` implementation
+    answers with ``model.make_preprocessor()`` when the teacher has that method, so a
+    teacher plugin need not implement this hook; a plugin overrides a teacher's own
     preprocessor by marking its implementation ``tryfirst=True``.
     """
 
@@ -129,8 +135,10 @@ def teacherkit_make_loss(teacher: TeacherSpec, config: TeacherConfig, model: Tea
         entry is the scalar to minimise and whose other entries are components for
         logging, or ``None`` when this plugin does not handle ``teacher``.
 
-    Stops at the first non-``None`` result; a plugin replaces a built-in loss by
-    marking its implementation ``tryfirst=True``.
+    Stops at the first non-``None`` result. A built-in ``trylast`` implementation
+    answers with ``model.make_loss()`` when the teacher has that method, so a teacher
+    plugin need not implement this hook; a plugin replaces a teacher's loss by marking
+    its implementation ``tryfirst=True``.
     """
 
 
@@ -157,7 +165,7 @@ def teacherkit_augmentations() -> list[CharacteristicSpec]:
 
 @hookspec(firstresult=True)
 def teacherkit_make_augmentation(
-    config: AugmentationConfig, dataset_info: DatasetInfo, host: Any
+    config: AugmentationConfig, dataset_info: DatasetInfo, host: PluginHost
 ) -> Augmentation | None:
     """Assemble the training-time augmentation pipeline.
 
@@ -174,6 +182,24 @@ def teacherkit_make_augmentation(
 
     Stops at the first non-``None`` result. With no plugin answering, training runs
     without augmentation.
+    """
+
+
+@hookspec
+def teacherkit_sample_fields() -> dict[str, str]:
+    """Say how augmentation treats the sample fields that carry your annotation kind.
+
+    Called when the training-time augmentation is assembled, so fields a plugin adds to
+    a :class:`teacherkit.types.Sample` stay consistent with the augmented image.
+
+    :return: ``{field: role}``. ``field`` is a key of the sample (``"keypoints"``) or of
+        its ``extra`` dict (``"extra.landmarks"``). ``role`` is ``"keypoints"`` for an
+        ``(N, K, 3)`` array of ``(x, y, visibility)`` in pixels, moved with the image
+        (points that leave it get visibility 0), or ``"instances"`` for an array with one
+        row per instance, re-indexed to the instances that survive.
+
+    All plugins' dicts are merged; two plugins giving one field different roles is an
+    error. The core's ``keypoints`` field is always moved as keypoints.
     """
 
 

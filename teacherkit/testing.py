@@ -11,6 +11,9 @@ Installed as a pytest plugin (entry point ``pytest11``), so a plugin's test suit
 ``register_plugin``
     ``register_plugin(obj, name="test-plugin") -> PluginHost``: registers a plain object
     with ``@hookimpl`` methods on ``plugin_host`` for one test, unregistered afterwards.
+``cli_host``
+    ``plugin_host`` made the host the command line uses (``teacherkit.cli.run``) for one
+    test, so a plugin registered in-process shows in its commands.
 
 Nothing here imports torch.
 """
@@ -25,7 +28,8 @@ import pytest
 
 from teacherkit.data.synthetic import SHAPES, draw_shapes_image, make_coco_dataset
 
-__all__ = ["SHAPES", "draw_shapes_image", "make_coco_dataset", "tiny_coco", "plugin_host", "register_plugin"]
+__all__ = ["SHAPES", "cli_host", "draw_shapes_image", "make_coco_dataset", "plugin_host", "register_plugin",
+           "tiny_coco"]
 
 
 @pytest.fixture
@@ -63,3 +67,14 @@ def register_plugin(plugin_host) -> Iterator[Any]:
     for name in names:
         if plugin_host.pm.has_plugin(name):
             plugin_host.unregister(name)
+
+
+@pytest.fixture
+def cli_host(plugin_host) -> Iterator[Any]:
+    """``plugin_host``, used by the command line for this test only."""
+    from teacherkit import plugins
+
+    previous = list(plugins._current)
+    plugins.set_current_host(plugin_host)
+    yield plugin_host
+    plugins.set_current_host(previous[0] if previous else None)
