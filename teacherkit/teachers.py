@@ -21,10 +21,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from teacherkit.types import Sample
 
-#: How a teacher's predictions are scored by :mod:`teacherkit.evaluation`.
-#: ``"bbox"``: COCO box mAP of free detections. ``"prompted_mask"``: one mask per
-#: ground-truth instance, prompted by its box, scored by IoU/dice against that instance.
+#: How a teacher's predictions are scored by :mod:`teacherkit.evaluation` when it does not
+#: bring its own :attr:`TeacherSpec.metric`. ``"bbox"``: COCO box mAP of free detections.
+#: ``"prompted_mask"``: one mask per ground-truth instance, prompted by its box, scored by
+#: IoU/dice against that instance (and COCO mask mAP). ``"none"``: not scored.
 EvaluationKind = Literal["bbox", "prompted_mask", "none"]
+
+#: ``metric(gt, predictions) -> {"name": value, ...}``: ``gt`` is the COCO dict of the
+#: evaluation file, ``predictions`` what :meth:`Teacher.predict` returned over it.
+MetricFn = Callable[[dict[str, Any], Sequence[dict[str, Any]]], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,14 @@ class TeacherSpec:
     :param config_model: the pydantic model of its config section; must subclass
         :class:`teacherkit.config.TeacherConfig`.
     :param description: one line for ``teacherkit plugins`` and ``inspect``.
-    :param evaluation: how the core scores its predictions.
+    :param evaluation: which built-in metric scores its predictions (when ``metric`` is
+        not given).
     :param primary_metric: the metric that picks the best epoch (``"bbox_AP"``).
     :param metric_mode: whether ``primary_metric`` is better when larger or smaller.
+    :param metric: the teacher's own scoring (a :data:`MetricFn`, a module-level function
+        so it pickles); it replaces the built-in one of ``evaluation``. Training (each
+        epoch) and ``teacherkit evaluate`` both call it through
+        :func:`teacherkit.evaluation.run.metrics_for`.
     """
 
     name: str
@@ -50,6 +60,7 @@ class TeacherSpec:
     evaluation: EvaluationKind = "none"
     primary_metric: str = "loss"
     metric_mode: Literal["max", "min"] = "max"
+    metric: MetricFn | None = None
 
 
 @dataclass
@@ -103,6 +114,18 @@ class Teacher:
 
     spec: TeacherSpec
     model: torch.nn.Module
+
+    # -- what the built-in default hooks ask for -------------------------------------
+    def make_preprocessor(self) -> Preprocessor:
+        """The preprocessor of this teacher. The core's ``trylast`` implementation of
+        ``teacherkit_make_preprocessor`` calls it, so a teacher plugin that defines it
+        needs no hook of its own (a plugin's hook still wins)."""
+        raise NotImplementedError
+
+    def make_loss(self) -> LossFn:
+        """The loss of this teacher (``loss(outputs, batch) -> {"loss": ..., parts}``);
+        called by the core's ``trylast`` ``teacherkit_make_loss``, as above."""
+        raise NotImplementedError
 
     # -- training / inference -------------------------------------------------------
     def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:

@@ -13,8 +13,11 @@ class Sample(TypedDict, total=False):
     ``boxes`` are COCO ``[x, y, w, h]`` in pixels (float32, shape ``(N, 4)``);
     ``labels`` are contiguous class indices (``DatasetInfo.class_mapping``) aligned
     with ``category_ids`` and ``annotation_ids``; ``masks`` is ``(N, H, W)`` uint8 or
-    ``None`` when the dataset has no masks. Augmentation must keep every per-instance
-    array aligned and may drop instances.
+    ``None`` when the dataset has no masks. ``keypoints`` is ``(N, K, 3)`` float32
+    ``(x, y, visibility)`` in pixels, visibility 0 where an instance has none (``K`` is 0
+    when no instance has keypoints). An instance a plugin's kind keeps without a box (a
+    keypoint-only annotation) has the box ``[0, 0, 0, 0]``. Augmentation must keep every
+    per-instance array aligned and may drop instances.
     """
 
     image: np.ndarray  # (H, W, 3) uint8 RGB
@@ -27,4 +30,5 @@ class Sample(TypedDict, total=False):
     annotation_ids: np.ndarray
     iscrowd: np.ndarray
     masks: np.ndarray | None
+    keypoints: np.ndarray
     extra: dict[str, Any]

@@ -2,9 +2,8 @@
 flags, areas, keypoints.
 
 Per-annotation work is plain Python kept short; polygon geometry (bounds, shoelace area,
-extent versus bbox) is gathered into batches and computed with numpy, because a
-train2017-sized file has about a million polygons and a Python loop over their points
-would dominate the run.
+extent versus bbox) is gathered into batches and computed with numpy
+(:mod:`teacherkit.data.polygon_batch`).
 """
 
 from __future__ import annotations
@@ -12,19 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from teacherkit.data.findings import Finding, finding
 from teacherkit.data.masks import decode_rle_string, is_finite_number, is_number, segmentation_area_bbox
+from teacherkit.data.polygon_batch import EDGE_TOLERANCE, PolygonBatch, area_inconsistent, box_iou
 from teacherkit.data.rawcoco import UNSET, RawAnnotation, decode_segmentation, json_type
-
-#: Pixels a box or polygon may poke past the image edge before it is reported.
-EDGE_TOLERANCE = 1.0
-#: Polygons below this shoelace area (px²) enclose nothing.
-ZERO_AREA = 1e-6
-#: Points gathered before a numpy batch runs.
-BATCH_NUMBERS = 1 << 18
-
 
 _NUMBER = (int, float)
 
@@ -32,19 +22,6 @@ _NUMBER = (int, float)
 def is_int(value: Any) -> bool:
     """A JSON integer: ``type is int`` excludes bool (and is the fastest test)."""
     return type(value) is int
-
-
-def area_inconsistent(area: float, reference: float) -> bool:
-    """Generous tolerance: COCO areas come from rasterised masks, ours from polygons."""
-    return abs(area - reference) > 0.25 * max(area, reference) + 4.0
-
-
-def _iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
 
 
 class AnnotationChecker:
@@ -68,19 +45,18 @@ class AnnotationChecker:
         self.category_images: dict[Any, set[Any]] = {c: set() for c in category_ids}
         self.annotated_images: set[Any] = set()  # annotations whose category is unusable
         self.used_categories: set[Any] = set()  # annotations whose image is unusable
-        self._reset_batch()
+        self.batch = PolygonBatch(out)
 
     # -- per annotation ------------------------------------------------------------------
     def check(self, index: int, ann: Any) -> None:
         # Hot loop (a million calls on train2017): common valid cases take fast paths;
         # anything unusual falls through to the exact checks.
         path = f"$.annotations[{index}]"
-        out = self.out
-        if len(self._flat) >= BATCH_NUMBERS:
+        if self.batch.full():
             self.flush()
         if type(ann) is not RawAnnotation:
-            out.append(finding("annotation.not_object", f"annotation entry is a {json_type(ann)}, expected an object",
-                               path))
+            self.out.append(finding("annotation.not_object", f"annotation entry is a {json_type(ann)}, expected an "
+                                    "object", path))
             return
         aid = ann.id
         if type(aid) is int and aid not in self.seen_ids:
@@ -96,8 +72,13 @@ class AnnotationChecker:
             category_id = self._check_reference(category_id, "category_id", self.category_ids,
                                                 "annotation.dangling_category", "category", path, aid, image_id)
         size = self.image_sizes.get(image_id) if image_id is not None else None
-        where = {"image_id": image_id, "annotation_id": aid}
+        box = self._check_geometry(ann, size, path, {"image_id": image_id, "annotation_id": aid})
+        self._record(image_id, category_id, box, path, aid)
 
+    def _check_geometry(self, ann: RawAnnotation, size: tuple[int, int] | None, path: str,
+                        where: dict[str, Any]) -> tuple[float, float, float, float] | None:
+        """Box, segmentation, crowd flag, keypoints and area of one annotation; its valid box."""
+        out = self.out
         segmentation, typed = (decode_segmentation(ann.segmentation) if ann.segmentation is not UNSET
                                else (None, False))
         iscrowd = ann.iscrowd
@@ -124,18 +105,23 @@ class AnnotationChecker:
                 out.append(finding("annotation.no_geometry", "no bbox, segmentation or keypoints", path, **where))
         area = ann.area
         if mask == "batch" and type(area) in _NUMBER and area >= 0 and math.isfinite(area):
-            self._batch_area[-1] = area  # compared with the polygon area in the batch
+            self.batch.set_area(area)  # compared with the polygon area in the batch
         else:
             self._check_area(area, box, mask, path, where)
         if mask is not None and mask != "batch" and box is not None:
             self._check_mask_box(box, mask[1], path, where)
+        return box
+
+    def _record(self, image_id: Any, category_id: Any, box: tuple[float, float, float, float] | None, path: str,
+                aid: Any) -> None:
+        """Note which images and categories are used, and report a repeated object."""
         if image_id is not None and category_id is not None:
             self.category_images[category_id].add(image_id)
             if box is not None:
                 key = hash((image_id, category_id, *box))
                 if key in self.seen_objects:
-                    out.append(finding("annotation.duplicate", f"same image, category and bbox {list(box)} as an "
-                                       "earlier annotation", path, **where))
+                    self.out.append(finding("annotation.duplicate", f"same image, category and bbox {list(box)} as "
+                                            "an earlier annotation", path, image_id=image_id, annotation_id=aid))
                 else:
                     self.seen_objects.add(key)
         elif image_id is not None:
@@ -262,6 +248,7 @@ class AnnotationChecker:
             out.append(finding("iscrowd.polygon_crowd", "iscrowd is 1 but the segmentation is polygons", spath,
                                **where))
         good: list[list[float]] = []
+        js: list[int] = []
         for j, poly in enumerate(seg):
             # typed decoding already proved every polygon a list of finite floats
             if not typed:
@@ -282,10 +269,10 @@ class AnnotationChecker:
                                    f"{spath}[{j}]", **where))
             else:
                 good.append(poly)
-                self._poly_js.append(j)
+                js.append(j)
         if not good:
             return None
-        self._queue_polygons(good, size, box, spath, where)
+        self.batch.queue(good, js, size, box, spath, where)
         return "batch"
 
     def _check_rle(self, seg: dict[str, Any], iscrowd: Any, size: tuple[int, int] | None, spath: str,
@@ -344,7 +331,7 @@ class AnnotationChecker:
                                     fixable=computable, **where))
             return
         if mask == "batch":
-            self._batch_area[-1] = float(area)  # compared with the polygon area in the batch
+            self.batch.set_area(float(area))  # compared with the polygon area in the batch
         elif isinstance(mask, tuple):
             if area_inconsistent(float(area), mask[0]):
                 self.out.append(finding("area.inconsistent", f"area {area} but the mask covers {mask[0]:.0f} px",
@@ -355,128 +342,13 @@ class AnnotationChecker:
 
     def _check_mask_box(self, box: tuple[float, float, float, float], mask_box: list[float], path: str,
                         where: dict[str, Any]) -> None:
-        if mask_box[2] > 0 and mask_box[3] > 0 and _iou(box, tuple(mask_box)) < 0.5:
+        if mask_box[2] > 0 and mask_box[3] > 0 and box_iou(box, tuple(mask_box)) < 0.5:
             self.out.append(finding("bbox.mask_mismatch", f"bbox {list(box)} disagrees with the mask extent "
                                     f"{[round(v, 1) for v in mask_box]}", f"{path}.bbox", **where))
 
-    # -- polygon batches -------------------------------------------------------------
-    def _reset_batch(self) -> None:
-        self._flat: list[float] = []
-        self._poly_len: list[int] = []
-        self._poly_ann: list[int] = []
-        self._poly_js: list[int] = []
-        self._batch_meta: list[tuple[str, dict[str, Any]]] = []
-        self._batch_size: list[tuple[float, float]] = []
-        self._batch_box: list[tuple[float, float, float, float]] = []
-        self._batch_area: list[float] = []
-
-    def _queue_polygons(self, polys: list[list[float]], size: tuple[int, int] | None,
-                        box: tuple[float, float, float, float] | None, spath: str, where: dict[str, Any]) -> None:
-        k = len(self._batch_meta)
-        self._batch_meta.append((spath, where))
-        self._batch_size.append(size if size is not None else (math.nan, math.nan))
-        self._batch_box.append(box if box is not None else (math.nan,) * 4)
-        self._batch_area.append(math.nan)  # set by _check_area when the area field is valid
-        for poly in polys:
-            self._flat.extend(poly)
-            self._poly_len.append(len(poly))
-            self._poly_ann.append(k)
-
     def flush(self) -> None:
         """Run the numpy geometry checks on the queued polygons."""
-        if not self._poly_len:
-            self._reset_batch()
-            return
-        flat = np.asarray(self._flat, dtype=np.float64)
-        lens = np.asarray(self._poly_len, dtype=np.int64) // 2
-        owner = np.asarray(self._poly_ann, dtype=np.int64)
-        starts = np.zeros(len(lens), dtype=np.int64)
-        np.cumsum(lens[:-1], out=starts[1:])
-        xs, ys = flat[0::2], flat[1::2]
-        nxt = np.arange(1, len(xs) + 1)
-        nxt[starts + lens - 1] = starts  # each polygon closes on its own first point
-        area = np.abs(np.add.reduceat(xs * ys[nxt] - xs[nxt] * ys, starts)) / 2.0
-        x0, x1 = np.minimum.reduceat(xs, starts), np.maximum.reduceat(xs, starts)
-        y0, y1 = np.minimum.reduceat(ys, starts), np.maximum.reduceat(ys, starts)
-        size = np.asarray(self._batch_size, dtype=np.float64)[owner]
-        width, height = size[:, 0], size[:, 1]
-        with np.errstate(invalid="ignore"):
-            outside = (x1 <= 0) | (y1 <= 0) | (x0 >= width) | (y0 >= height)
-            exceeds = ~outside & ((x0 < -EDGE_TOLERANCE) | (y0 < -EDGE_TOLERANCE) | (x1 > width + EDGE_TOLERANCE)
-                                  | (y1 > height + EDGE_TOLERANCE))
-        zero = ~outside & (area <= ZERO_AREA)
-        for code, flags, text in (("polygon.outside_image", outside, "lies outside the image"),
-                                  ("polygon.exceeds_image", exceeds, "extends past the image edge"),
-                                  ("polygon.zero_area", zero, "encloses no area")):
-            for p in np.flatnonzero(flags):
-                spath, where = self._batch_meta[owner[p]]
-                w, h = self._batch_size[owner[p]]
-                detail = f" ({int(w)}x{int(h)})" if code != "polygon.zero_area" else ""
-                self.out.append(finding(code, f"polygon {text}{detail}", f"{spath}[{self._poly_js[p]}]", **where))
-        good = ~(outside | zero)
-        n = len(self._batch_meta)
-        mask_area = np.bincount(owner, weights=np.where(good, area, 0.0), minlength=n)
-        inf = np.inf
-        ax0 = np.full(n, inf)
-        ay0 = np.full(n, inf)
-        ax1 = np.full(n, -inf)
-        ay1 = np.full(n, -inf)
-        np.minimum.at(ax0, owner[good], x0[good])
-        np.minimum.at(ay0, owner[good], y0[good])
-        np.maximum.at(ax1, owner[good], x1[good])
-        np.maximum.at(ay1, owner[good], y1[good])
-        boxes = np.asarray(self._batch_box, dtype=np.float64)
-        given_area = np.asarray(self._batch_area, dtype=np.float64)
-        has_good = np.bincount(owner[good], minlength=n) > 0
-        with np.errstate(invalid="ignore"):
-            ix = np.clip(np.minimum(boxes[:, 0] + boxes[:, 2], ax1) - np.maximum(boxes[:, 0], ax0), 0, None)
-            iy = np.clip(np.minimum(boxes[:, 1] + boxes[:, 3], ay1) - np.maximum(boxes[:, 1], ay0), 0, None)
-            inter = ix * iy
-            mask_box_area = (ax1 - ax0) * (ay1 - ay0)
-            iou = inter / (boxes[:, 2] * boxes[:, 3] + mask_box_area - inter)
-            mismatch = has_good & (mask_box_area > 0) & np.isfinite(boxes[:, 0]) & (iou < 0.5)
-            # polygons of one object may overlap: the true (union) area lies between the
-            # largest polygon's area and the sum of all
-            largest = np.zeros(n)
-            np.maximum.at(largest, owner[good], area[good])
-            bad_area = has_good & np.isfinite(given_area) & (
-                (given_area < 0.75 * largest - 4.0) | (given_area > 1.25 * mask_area + 4.0))
-        starts = np.concatenate([[0], np.cumsum(self._poly_len)]).astype(np.int64) if self._poly_len else None
-        for k in np.flatnonzero(mismatch):
-            spath, where = self._batch_meta[k]
-            extent = [round(float(v), 1) for v in (ax0[k], ay0[k], ax1[k] - ax0[k], ay1[k] - ay0[k])]
-            raster = self._raster(int(k), starts)
-            if raster is not None:
-                # vertices of a self-intersecting polygon can reach past what it fills: judge by
-                # the rasterised mask, as --fix does, on this rare path only
-                if raster[1][2] <= 0 or _iou(self._batch_box[k], tuple(raster[1])) >= 0.5:
-                    continue
-                extent = [round(float(v), 1) for v in raster[1]]
-            self.out.append(finding("bbox.mask_mismatch", f"bbox {list(self._batch_box[k])} disagrees with the "
-                                    f"polygon extent {extent}", spath.removesuffix(".segmentation") + ".bbox", **where))
-        for k in np.flatnonzero(bad_area):
-            spath, where = self._batch_meta[k]
-            # the shoelace estimate misjudges self-intersecting polygons; confirm with the
-            # rasterised area pycocotools (and --fix) use before reporting, on this rare path only
-            raster = self._raster(int(k), starts)
-            covered = raster[0] if raster is not None else None
-            if covered is not None and not area_inconsistent(float(given_area[k]), covered):
-                continue
-            shown = covered if covered is not None else float(mask_area[k])
-            self.out.append(finding("area.inconsistent", f"area {given_area[k]:g} but the polygons cover about "
-                                    f"{shown:.0f} px", spath.removesuffix(".segmentation") + ".area", **where))
-        self._reset_batch()
-
-    def _raster(self, k: int, starts: Any) -> tuple[float, list[float]] | None:
-        """Area and bbox of batch entry ``k``'s polygons rasterised by pycocotools."""
-        width, height = self._batch_size[k]
-        if starts is None or not (math.isfinite(width) and math.isfinite(height)):
-            return None
-        polys = [self._flat[starts[j]:starts[j + 1]] for j, owner in enumerate(self._poly_ann) if owner == k]
-        try:
-            return segmentation_area_bbox(polys, int(height), int(width))
-        except Exception:  # an unusable polygon set: keep the estimate
-            return None
+        self.batch.flush()
 
     def finish(self) -> None:
         self.flush()

@@ -100,7 +100,7 @@ def validate_command(
     """Check a COCO dataset: every problem with a stable code, its place and whether
     --fix repairs it. Optionally write a repaired copy and a stratified split.
     Exit 0: no errors; 1: errors; 2: unreadable file or invalid flag."""
-    from teacherkit.data.fix import fix_coco, read_python
+    from teacherkit.data.fix import read_python
     from teacherkit.data.split import parse_fractions
     from teacherkit.data.validate import validate_coco
 
@@ -121,19 +121,8 @@ def validate_command(
     if report.fatal:
         _finish(result, as_json, 2)
     if fix is not None:
-        from teacherkit.atomic import atomic_write_text
-
-        coco_dict, repairs = fix_coco(data)
-        final = validate_coco(coco_dict, images_dir=images_dir, check_images=not no_images,
-                              split_fractions=fractions)
-        atomic_write_text(fix, json.dumps(coco_dict, ensure_ascii=False) + "\n")
-        result["repairs"] = [r.to_dict() for r in repairs]
-        result["fixed"] = {"path": str(fix), "report": final.to_dict(examples=None if as_json else examples)}
-        if console:
-            _print_repairs(console, repairs, fix, examples)
-            console.print(f"[bold]after --fix[/bold]: {_summary(final)}")
-            if final.findings:
-                _print_report(console, final, examples, title="remaining")
+        coco_dict, final = _write_fixed(data, fix, images_dir, not no_images, fractions, result, console, examples,
+                                        as_json)
     if fractions is not None:
         if final.errors:
             if console:
@@ -146,6 +135,27 @@ def validate_command(
             console.print(f"note: image file names stay relative to {images_dir}; pass --images {images_dir} "
                           "when using the split files")
     _finish(result, as_json, final.exit_code)
+
+
+def _write_fixed(data: Path, fix: Path, images_dir: Path, check_images: bool, fractions: dict[str, float] | None,
+                 result: dict[str, Any], console: Any, examples: int, as_json: bool) -> tuple[dict[str, Any], Any]:
+    """Repair ``data``, write the copy to ``fix`` and validate it again; the repaired dict
+    and its report (repairs and the new report go into ``result`` and on the console)."""
+    from teacherkit.atomic import atomic_write_text
+    from teacherkit.data.fix import fix_coco
+    from teacherkit.data.validate import validate_coco
+
+    coco_dict, repairs = fix_coco(data)
+    final = validate_coco(coco_dict, images_dir=images_dir, check_images=check_images, split_fractions=fractions)
+    atomic_write_text(fix, json.dumps(coco_dict, ensure_ascii=False) + "\n")
+    result["repairs"] = [r.to_dict() for r in repairs]
+    result["fixed"] = {"path": str(fix), "report": final.to_dict(examples=None if as_json else examples)}
+    if console:
+        _print_repairs(console, repairs, fix, examples)
+        console.print(f"[bold]after --fix[/bold]: {_summary(final)}")
+        if final.findings:
+            _print_report(console, final, examples, title="remaining")
+    return coco_dict, final
 
 
 def _check_outputs(data: Path, fix: Path | None, split_files: list[Path], force: bool) -> None:

@@ -111,8 +111,12 @@ def _image_sizes(data: dict[str, Any]) -> dict[int, tuple[int, int]]:
 def _mask_geometry(ann: dict[str, Any], size: tuple[int, int] | None) -> tuple[float, list[float]] | None:
     """Area and bbox of the annotation's mask, or ``None`` when it has no usable one."""
     seg = ann.get("segmentation")
-    if not seg or size is None:
+    if not seg:
         return None
+    if size is None:  # the image's size is unusable (validation names it): the mask's own frame
+        size = _own_frame(seg)
+        if size is None:
+            return None
     if isinstance(seg, dict) and seg.get("size") != [size[1], size[0]]:
         return None  # an RLE of another size is no mask of this image (validation says rle.size_mismatch)
     try:
@@ -120,6 +124,25 @@ def _mask_geometry(ann: dict[str, Any], size: tuple[int, int] | None) -> tuple[f
     except Exception:  # an unusable mask is simply no mask here; validation names it
         return None
     return (area, box) if area > 0 and box[2] > 0 and box[3] > 0 else None
+
+
+def _own_frame(seg: Any, limit: int = 1 << 15) -> tuple[int, int] | None:
+    """``(width, height)`` a mask defines by itself: an RLE's ``size``, or the extent of its
+    polygons (their box does not depend on the image). ``None`` when neither is usable."""
+    if isinstance(seg, dict):
+        size = seg.get("size")
+        if isinstance(size, list) and len(size) == 2 and all(is_int(v) and 0 < v <= limit for v in size):
+            return int(size[1]), int(size[0])
+        return None
+    if isinstance(seg, list):
+        polys = [poly for poly in seg if isinstance(poly, list) and len(poly) >= 2]
+        coords = [v for poly in polys for v in poly]
+        if coords and all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < limit
+                          for v in coords):
+            xs = [v for poly in polys for v in poly[0::2]]
+            ys = [v for poly in polys for v in poly[1::2]]
+            return int(max(xs)) + 1, int(max(ys)) + 1
+    return None
 
 
 def _apply(data: dict[str, Any], findings: list[Finding], repairs: list[Repair]) -> None:

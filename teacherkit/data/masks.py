@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from teacherkit.errors import DataError
+
 SegmentationKind = str  # "polygons" | "rle" | "uncompressed_rle"
 
 
@@ -56,20 +58,79 @@ def _to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     raise ValueError(f"not a COCO segmentation: {type(segmentation).__name__}")
 
 
-def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
+#: pycocotools counts a mask's pixels in 32-bit integers: a larger mask overflows its
+#: buffer arithmetic and crashes the process instead of raising.
+MAX_MASK_PIXELS = 2**31 - 1
+
+
+class SegmentationError(DataError, ValueError):
+    """A segmentation cannot be decoded for its image; the message names where it is.
+    (A ``ValueError`` too, for callers written when that was what this module raised.)"""
+
+
+def check_segmentation(segmentation: Any, height: int, width: int, *, where: str = "segmentation") -> None:
+    """Refuse, before pycocotools sees it, a segmentation that would decode wrongly or
+    crash: an image size past :data:`MAX_MASK_PIXELS`, an RLE whose ``size`` differs from
+    the image's, RLE runs that are negative or do not add up to ``height * width``.
+
+    :param where: names the annotation in messages (``"train.json annotation 17"``).
+    :raises SegmentationError: naming ``where`` and the sizes.
+    """
+    if not (is_number(height) and is_number(width)) or height <= 0 or width <= 0 or height * width > MAX_MASK_PIXELS:
+        raise SegmentationError(f"{where}: image size [{height}, {width}] cannot hold a mask "
+                                f"(at most {MAX_MASK_PIXELS} pixels)")
+    kind = segmentation_kind(segmentation)
+    if kind is None:
+        raise SegmentationError(f"{where}: expected polygons (a list) or RLE (a dict with size and counts), "
+                                f"got {type(segmentation).__name__}")
+    if kind == "polygons":
+        return
+    size = segmentation.get("size")
+    if not isinstance(size, list) or len(size) != 2 or [height, width] != size:
+        raise SegmentationError(f"{where}: RLE size {size} differs from the image size [{height}, {width}]")
+    counts = segmentation["counts"]
+    try:
+        runs = decode_rle_string(counts) if kind == "rle" else counts
+    except ValueError as exc:
+        raise SegmentationError(f"{where}: {exc}") from exc
+    if not all(is_number(r) and r >= 0 for r in runs):
+        raise SegmentationError(f"{where}: RLE counts must be non-negative run lengths")
+    if sum(runs) != height * width:
+        raise SegmentationError(f"{where}: RLE runs cover {sum(runs)} pixels, the image has {height * width} "
+                                f"([{height}, {width}])")
+
+
+def segmentation_to_mask(segmentation: Any, height: int, width: int, *, where: str = "segmentation") -> np.ndarray:
     """The binary mask ``(height, width)`` uint8 of a polygon list, compressed RLE (str or
     bytes counts) or uncompressed RLE, rasterised exactly as pycocotools does.
+    Polygons of fewer than 3 points cover nothing and are left out.
 
-    RLE carries its own ``size``; a mismatch with ``height``/``width`` raises
-    ``ValueError`` rather than returning a mask of the wrong shape.
+    Everything is checked first (:func:`check_segmentation`): a wrong RLE size or run
+    total raises rather than returning a mask of the wrong shape, or crashing.
+
+    :param where: names the annotation in error messages (``"train.json annotation 17"``).
+    :raises SegmentationError: a :class:`~teacherkit.errors.DataError` naming ``where``.
     """
     from pycocotools import mask as mask_utils
 
-    rle = _to_rle(segmentation, height, width)
-    mask = mask_utils.decode(rle)
-    if mask.shape != (height, width):
-        raise ValueError(f"RLE size {list(mask.shape)} differs from the image size [{height}, {width}]")
+    check_segmentation(segmentation, height, width, where=where)
+    if isinstance(segmentation, list):
+        segmentation = [poly for poly in segmentation if isinstance(poly, list) and len(poly) >= 6]
+    try:
+        rle = _to_rle(segmentation, height, width)
+        mask = mask_utils.decode([rle])[:, :, 0]  # the list form avoids a numpy-2 deprecation path
+    except (TypeError, ValueError) as exc:  # pycocotools raises bare errors on bad input
+        raise SegmentationError(f"{where}: cannot decode segmentation: {exc}") from exc
     return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decode a compressed RLE (``str`` or ``bytes`` counts) carrying its own size, such
+    as a prediction, to an ``(H, W)`` uint8 mask (checked as :func:`segmentation_to_mask`)."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if not isinstance(size, list) or len(size) != 2:
+        raise SegmentationError(f"RLE without a [height, width] size: {size!r}")
+    return segmentation_to_mask(rle, size[0], size[1], where="RLE")
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from teacherkit.data.findings import Finding, finding
 from teacherkit.data.jsonbytes import UTF8_BOM, describe_decode_error, legacy_text, position, utf8_error_offset
 
 UNSET = msgspec.UNSET
-TOP_KEYS = ("images", "annotations", "categories")
 
 
 class RawAnnotation(msgspec.Struct, gc=False):  # never in a cycle: keep a million of them off the GC's lists

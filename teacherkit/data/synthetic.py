@@ -92,6 +92,34 @@ def _uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
+def _annotation(obj: dict[str, Any], ann_id: int, image_id: int, k: int, *, boxes: bool, masks: bool,
+                mask_format: MaskFormat, keypoints: bool) -> dict[str, Any]:
+    """The COCO annotation of one drawn shape (``k``: its index in the image, which picks
+    the format when ``mask_format`` is ``"mixed"``)."""
+    from pycocotools import mask as mask_utils
+
+    mask = obj["mask"]
+    ann: dict[str, Any] = {"id": ann_id, "image_id": image_id, "category_id": obj["category_id"], "iscrowd": 0,
+                           "area": float(mask.sum())}
+    if boxes:
+        ann["bbox"] = _mask_bbox(mask)
+    if masks:
+        fmt = mask_format if mask_format != "mixed" else ("polygon", "rle", "uncompressed_rle")[k % 3]
+        if fmt == "polygon":
+            ann["segmentation"] = [obj["polygon"]]
+        elif fmt == "rle":
+            rle = mask_utils.encode(np.asfortranarray(mask))
+            ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        else:
+            ann["segmentation"] = _uncompressed_rle(mask)
+            ann["iscrowd"] = 1
+    if keypoints:
+        x, y, w, h = _mask_bbox(mask)
+        ann["keypoints"] = [x + w / 2, y + h / 2, 2]
+        ann["num_keypoints"] = 1
+    return ann
+
+
 def make_coco_dataset(
     root: Path,
     *,
@@ -117,14 +145,12 @@ def make_coco_dataset(
     RLE (the latter marked ``iscrowd=1``, as COCO does).
     """
     from PIL import Image
-    from pycocotools import mask as mask_utils
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    cats = [c if isinstance(c, dict) else {"id": i + 1, "name": c} for i, c in enumerate(categories)]
     cats = [{"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "shape")}
-            for c in cats]
+            for c in (c if isinstance(c, dict) else {"id": i + 1, "name": c} for i, c in enumerate(categories))]
     height, width = size
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
@@ -140,42 +166,14 @@ def make_coco_dataset(
         Image.fromarray(pixels).save(root / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for k, obj in enumerate(objects):
-            mask = obj["mask"]
-            ann: dict[str, Any] = {
-                "id": ann_id,
-                "image_id": image_id,
-                "category_id": obj["category_id"],
-                "iscrowd": 0,
-                "area": float(mask.sum()),
-            }
-            if boxes:
-                ann["bbox"] = _mask_bbox(mask)
-            if masks:
-                fmt = mask_format if mask_format != "mixed" else ("polygon", "rle", "uncompressed_rle")[k % 3]
-                if fmt == "polygon":
-                    ann["segmentation"] = [obj["polygon"]]
-                elif fmt == "rle":
-                    rle = mask_utils.encode(np.asfortranarray(mask))
-                    ann["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-                else:
-                    ann["segmentation"] = _uncompressed_rle(mask)
-                    ann["iscrowd"] = 1
-            if keypoints:
-                x, y, w, h = _mask_bbox(mask)
-                ann["keypoints"] = [x + w / 2, y + h / 2, 2]
-                ann["num_keypoints"] = 1
-            annotations.append(ann)
+            annotations.append(_annotation(obj, ann_id, image_id, k, boxes=boxes, masks=masks,
+                                           mask_format=mask_format, keypoints=keypoints))
             ann_id += 1
-    data = {
-        "info": {"description": "teacherkit synthetic shapes", "version": "1.0"},
-        "images": images,
-        "annotations": annotations,
-        "categories": cats,
-    }
     if keypoints:
-        for cat in data["categories"]:
-            cat["keypoints"] = ["centre"]
-            cat["skeleton"] = []
+        for cat in cats:
+            cat.update(keypoints=["centre"], skeleton=[])
+    data = {"info": {"description": "teacherkit synthetic shapes", "version": "1.0"}, "images": images,
+            "annotations": annotations, "categories": cats}
     path = root / json_name
     path.write_text(json.dumps(data), encoding="utf-8")
     return path

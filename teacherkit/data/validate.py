@@ -4,8 +4,8 @@
 findings each carry a code from :data:`teacherkit.data.findings.CHECKS`, a severity, a
 location (image id, annotation id, JSON path) and whether ``--fix`` repairs it. Only a
 file that cannot be read at all (missing, not JSON, not an object) makes a *fatal*
-report (CLI exit 2). :func:`fix_coco` (in :mod:`teacherkit.data.fix`) repairs what can
-be repaired.
+report (CLI exit 2). :func:`teacherkit.data.fix.fix_coco` repairs what can be repaired;
+it runs the checks here, so this module never imports it (the dependency points one way).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from teacherkit.data.image_files import ImageEntry, check_image_files
 from teacherkit.data.jsonbytes import read_bytes
 from teacherkit.data.rawcoco import UNSET, RawCoco, from_bytes, from_python, json_type
 
-__all__ = ["CHECKS", "Finding", "Report", "fix_coco", "validate_coco", "rare_classes"]
+__all__ = ["CHECKS", "Finding", "Report", "validate_coco", "rare_classes"]
 
 
 def validate_coco(path_or_dict: str | Path | dict[str, Any] | Any, images_dir: str | Path | None = None,
@@ -71,14 +71,6 @@ def _run(path_or_dict: Any, images_dir: str | Path | None, check_images: bool,
         _validate(raw, report, Path(images_dir) if images_dir is not None else None, check_images, split_fractions,
                   workers)
     return report
-
-
-def fix_coco(path_or_dict: str | Path | dict[str, Any], images_dir: str | Path | None = None,
-             check_images: bool = False) -> tuple[dict[str, Any], list[Any]]:
-    """Repair what can be repaired; see :func:`teacherkit.data.fix.fix_coco`."""
-    from teacherkit.data.fix import fix_coco as _fix
-
-    return _fix(path_or_dict, images_dir=images_dir, check_images=check_images)
 
 
 def _top_list(raw: RawCoco, key: str, out: list[Finding]) -> list[Any]:

@@ -1,4 +1,6 @@
-"""Metrics: COCO box/mask mAP (pycocotools) and prompted-mask IoU/dice.
+"""Metrics: COCO box/mask mAP (pycocotools) and prompted-mask IoU/dice, and
+:func:`~teacherkit.evaluation.run.metrics_for`, the one place that picks a teacher's
+metric (its own ``TeacherSpec.metric``, else the built-in one of its ``evaluation``).
 
 Imported lazily so the CLI does not load numpy/pycocotools to print help."""
 
@@ -10,6 +12,8 @@ _EXPORTS = {
     "bbox_metrics": "teacherkit.evaluation.coco_metrics",
     "segm_metrics": "teacherkit.evaluation.coco_metrics",
     "prompted_mask_metrics": "teacherkit.evaluation.mask_metrics",
+    "metrics_for": "teacherkit.evaluation.run",
+    "evaluator": "teacherkit.evaluation.run",
 }
 
 __all__ = list(_EXPORTS)

@@ -41,11 +41,16 @@ def _coco_from_dict(data: dict[str, Any]) -> Any:
 def _evaluate(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], iou_type: str, prefix: str) -> dict[str, Any]:
     from pycocotools.cocoeval import COCOeval
 
+    if iou_type == "segm":  # box-only instances have no mask to compare (pycocotools would fail on them)
+        gt = dict(gt, annotations=[a for a in gt.get("annotations", []) if a.get("segmentation")])
     coco_gt = _coco_from_dict(gt)
     key = "bbox" if iou_type == "bbox" else "segmentation"
     preds = [p for p in predictions if key in p]
     metrics: dict[str, Any] = {f"{prefix}_{name}": 0.0 for name in STAT_NAMES}
-    metrics[f"{prefix}_per_class_AP"] = {c["name"]: 0.0 for c in gt.get("categories", [])}
+    # a class with no ground truth has no AP (None, shown as a dash), not an AP of 0
+    with_gt = {a.get("category_id") for a in gt.get("annotations", []) if not a.get("iscrowd", 0)}
+    metrics[f"{prefix}_per_class_AP"] = {c["name"]: 0.0 if c["id"] in with_gt else None
+                                         for c in gt.get("categories", [])}
     metrics[f"{prefix}_num_predictions"] = len(preds)
     if not preds or not coco_gt.getAnnIds():
         return metrics
@@ -64,14 +69,15 @@ def _evaluate(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], iou_typ
     for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k, 0, -1]
         p = p[p > -1]
-        metrics[f"{prefix}_per_class_AP"][names.get(cat_id, str(cat_id))] = float(np.mean(p)) if p.size else 0.0
+        metrics[f"{prefix}_per_class_AP"][names.get(cat_id, str(cat_id))] = float(np.mean(p)) if p.size else None
     return metrics
 
 
 def bbox_metrics(gt: dict[str, Any], detections: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """COCO box metrics of ``detections`` (``image_id, category_id, bbox [x,y,w,h], score``)
     against the ground-truth COCO dict ``gt``. Keys: ``bbox_AP``, ``bbox_AP50``, ...,
-    ``bbox_per_class_AP`` (class name → AP). With no detections every AP is 0."""
+    ``bbox_per_class_AP`` (class name → AP, ``None`` for a class without ground truth,
+    where AP is undefined). With no detections every defined AP is 0."""
     return _evaluate(gt, detections, "bbox", "bbox")
 
 

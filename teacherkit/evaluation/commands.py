@@ -52,36 +52,80 @@ def evaluate_command(
     print_tables(result)
 
 
+#: Shown where a metric is undefined (COCOeval's -1: no ground truth of that class), never as 0.
+UNDEFINED = "\u2013"
+
+
+def _fmt(value: Any) -> str:
+    return UNDEFINED if value is None else f"{value:.4f}"
+
+
+def _columns(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    columns = [("data", "base"), ("data", "tuned")]
+    if "reference" in entry:
+        columns += [("reference", "base"), ("reference", "tuned")]
+    return columns
+
+
+def _shown_metrics(metrics: dict[str, Any]) -> list[str]:
+    """The table rows: the built-in headline metrics, or, for a teacher that scores itself
+    (a plugin's ``TeacherSpec.metric``), every number it returned."""
+    shown = [m for m in TABLE_METRICS if m in metrics]
+    if shown:
+        return shown
+    return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _metric_table(name: str, entry: dict[str, Any], scale: float) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{name}: base vs fine-tuned" + (f" (adapter scale {scale})" if scale != 1.0 else ""))
+    table.add_column("metric")
+    columns = _columns(entry)
+    for key, variant in columns:
+        table.add_column(variant if key == "data" else f"ref {variant}", justify="right")
+    table.add_column("gain", justify="right")
+    if "reference" in entry:
+        table.add_column("retention", justify="right")
+    table.caption = "base = adapter off; gain = tuned - base on --data" + (
+        "; ref = on --reference; retention = ref tuned / ref base" if "reference" in entry else "")
+    for metric in _shown_metrics(entry["data"]["tuned"]):
+        row = [metric] + [_fmt(entry[k][v].get(metric)) for k, v in columns]
+        tuned, base = entry["data"]["tuned"][metric], entry["data"]["base"][metric]
+        row.append(UNDEFINED if tuned is None or base is None else f"{tuned - base:+.4f}")
+        if "reference" in entry:
+            ref_base, ref_tuned = entry["reference"]["base"][metric], entry["reference"]["tuned"][metric]
+            row.append(f"{100 * ref_tuned / ref_base:.0f}%" if ref_base and ref_tuned is not None else "-")
+        table.add_row(*row)
+    return table
+
+
+def _per_class_table(name: str, entry: dict[str, Any], key: str) -> Any:
+    """AP per class of one COCO metric (``bbox_per_class_AP``); undefined shows as a dash."""
+    from rich.table import Table
+
+    table = Table(title=f"{name}: {key.replace('_per_class_AP', '')} AP per class")
+    table.add_column("class")
+    columns = _columns(entry)
+    for data_key, variant in columns:
+        table.add_column(variant if data_key == "data" else f"ref {variant}", justify="right")
+    table.caption = f"{UNDEFINED} = no ground truth of the class in that file (AP undefined)"
+    for cls in entry["data"]["tuned"][key]:
+        table.add_row(cls, *[_fmt(entry[k][v].get(key, {}).get(cls)) for k, v in columns])
+    return table
+
+
 def print_tables(result: dict[str, Any]) -> None:
     import sys
 
     from rich.console import Console
-    from rich.table import Table
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    scale = result["adapter_scale"]
     for name, entry in result["teachers"].items():
-        table = Table(title=f"{name}: base vs fine-tuned" + (f" (adapter scale {scale})" if scale != 1.0 else ""))
-        table.add_column("metric")
-        columns = [("data", "base"), ("data", "tuned")]
-        if "reference" in entry:
-            columns += [("reference", "base"), ("reference", "tuned")]
-        for key, variant in columns:
-            table.add_column(variant if key == "data" else f"ref {variant}", justify="right")
-        table.add_column("gain", justify="right")
-        if "reference" in entry:
-            table.add_column("retention", justify="right")
-        table.caption = "base = adapter off; gain = tuned - base on --data" + (
-            "; ref = on --reference; retention = ref tuned / ref base" if "reference" in entry else "")
-        metrics = [m for m in TABLE_METRICS if m in entry["data"]["tuned"]]
-        for metric in metrics:
-            row = [metric] + [f"{entry[k][v].get(metric, 0.0):.4f}" for k, v in columns]
-            row.append(f"{entry['data']['tuned'][metric] - entry['data']['base'][metric]:+.4f}")
-            if "reference" in entry:
-                base = entry["reference"]["base"][metric]
-                row.append(f"{100 * entry['reference']['tuned'][metric] / base:.0f}%" if base > 0 else "-")
-            table.add_row(*row)
-        console.print(table)
+        console.print(_metric_table(name, entry, result["adapter_scale"]))
+        for key in ("bbox_per_class_AP", "segm_per_class_AP"):
+            if entry["data"]["tuned"].get(key):
+                console.print(_per_class_table(name, entry, key))
 
 
 def register(app: typer.Typer) -> None:

@@ -42,7 +42,7 @@ class LoadedTeacher:
         """Predictions for raw samples (one batch); see ``Teacher.predict``."""
         import torch
 
-        from teacherkit.training.dataset import move_to_device
+        from teacherkit.data.samples import move_to_device
 
         batch = self.preprocessor.collate([self.preprocessor(s, train=False) for s in samples])
         batch = move_to_device(batch, self.device)
@@ -56,7 +56,8 @@ def empty_sample(image: np.ndarray, image_id: int, file_name: str = "") -> Sampl
         "image": image, "image_id": image_id, "file_name": file_name, "orig_size": (h, w),
         "boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
         "category_ids": np.zeros(0, np.int64), "annotation_ids": np.zeros(0, np.int64),
-        "iscrowd": np.zeros(0, np.int64), "masks": np.zeros((0, h, w), np.uint8), "extra": {"seed": 0},
+        "iscrowd": np.zeros(0, np.int64), "masks": np.zeros((0, h, w), np.uint8),
+        "keypoints": np.zeros((0, 0, 3), np.float32), "extra": {"seed": 0},
     }
 
 
@@ -72,36 +73,71 @@ def prompted_sample(image: np.ndarray, image_id: int, detections: Sequence[dict[
     sample["annotation_ids"] = np.arange(n, dtype=np.int64)
     sample["iscrowd"] = np.zeros(n, np.int64)
     sample["masks"] = np.zeros((n, h, w), np.uint8)  # unused at prediction; the prompt is the box
+    sample["keypoints"] = np.zeros((n, 0, 3), np.float32)
     return sample
 
 
 class Experiment:
-    """A trained experiment folder (see :mod:`teacherkit.training.trainer`)."""
+    """A trained experiment folder (paths in :class:`teacherkit.layout.ExperimentLayout`)."""
 
     def __init__(self, path: str | Path, host: Any = None, device: str | None = None) -> None:
-        from teacherkit.config import load_config_yaml
-        from teacherkit.data.info import DatasetInfo
-        from teacherkit.plugins import get_plugin_manager
-        from teacherkit.training.trainer import CONFIG_FILE, DATASET_INFO_FILE
-
-        self.path = Path(path)
-        if not (self.path / CONFIG_FILE).is_file():
-            raise ExperimentError(f"{self.path}: not a teacherkit experiment ({CONFIG_FILE} is missing)")
-        self.host = host or get_plugin_manager()
-        self.config = load_config_yaml(self.host.config_model(), self.path / CONFIG_FILE)
         import json
 
-        self.info = DatasetInfo.from_dict(json.loads((self.path / DATASET_INFO_FILE).read_text(encoding="utf-8")))
+        from teacherkit.config import load_config_yaml
+        from teacherkit.data.info import DatasetInfo
+        from teacherkit.layout import ExperimentLayout
+        from teacherkit.plugins import get_plugin_manager
+
+        self.path = Path(path)
+        self.layout = ExperimentLayout(self.path)
+        if not self.layout.config.is_file():
+            raise ExperimentError(f"{self.path}: not a teacherkit experiment ({self.layout.config.name} is missing)")
+        self.host = host or get_plugin_manager()
+        self.config = load_config_yaml(self.host.config_model(), self.layout.config)
+        self.info = DatasetInfo.from_dict(json.loads(self.layout.dataset_info.read_text(encoding="utf-8")))
         self.device = device
 
     @property
     def teacher_names(self) -> list[str]:
         """Teachers with a saved adapter (trained at least one epoch), in training order."""
-        root = self.path / "teachers"
-        names = [p.name for p in sorted(root.iterdir())] if root.is_dir() else []
-        trained = [n for n in names if (root / n / "adapter").is_dir()]
+        trained = [n for n in self.layout.teacher_names() if self.layout.teacher(n).adapter.is_dir()]
         order = list(self.host.teachers())
         return sorted(trained, key=lambda n: order.index(n) if n in order else len(order))
+
+    def require_trained(self, names: Sequence[str] | None = None) -> list[str]:
+        """``names`` (default: every trained teacher), after checking each has a model.
+
+        :raises ExperimentError: no teacher has a trained model, or one of ``names`` has none.
+        """
+        trained = self.teacher_names
+        if not trained:
+            untrained = [n for n in self.layout.teacher_names() if n not in trained]
+            detail = (f"{', '.join(f'teachers/{n}' for n in untrained)} "
+                      f"{'has' if len(untrained) == 1 else 'have'} no adapter" if untrained else "no teacher folder")
+            raise ExperimentError(
+                f"{self.path}: no trained model to use ({detail}); training stopped before a model was saved. "
+                f"Continue it with 'teacherkit train ... --output {self.path} --resume'")
+        for name in names or []:
+            if name not in trained:
+                raise ExperimentError(f"{self.path}: no trained teacher {name!r}; "
+                                      f"this experiment has: {', '.join(trained)}")
+        return list(names) if names else trained
+
+    def find_teacher(self, evaluation: str) -> str | None:
+        """The first trained teacher scored as ``evaluation`` (``"bbox"``, ``"prompted_mask"``)."""
+        return next((n for n in self.teacher_names if self.host.teacher(n).evaluation == evaluation), None)
+
+    def box_teacher_name(self, purpose: str = "prediction") -> str:
+        """The teacher that finds boxes, which prediction and labelling start from.
+
+        :raises ExperimentError: naming ``purpose`` and the teachers the experiment has.
+        """
+        self.require_trained()
+        name = self.find_teacher("bbox")
+        if name is None:
+            raise ExperimentError(f"{self.path}: {purpose} needs a box teacher (e.g. grounding_dino); "
+                                  f"this experiment has {', '.join(self.teacher_names) or 'none'}")
+        return name
 
     def _device(self) -> Any:
         import torch
@@ -117,22 +153,18 @@ class Experiment:
         settings of the teacher's config section (thresholds, NMS)."""
         import torch
 
-        if name not in self.teacher_names:
-            raise ExperimentError(
-                f"{self.path}: no trained teacher {name!r}; "
-                f"this experiment has: {', '.join(self.teacher_names) or 'none'}"
-            )
+        self.require_trained([name])
         spec = self.host.teacher(name)
-        tdir = self.path / "teachers" / name
+        paths = self.layout.teacher(name)
         tcfg = self.config.teacher(name)
         update: dict[str, Any] = dict(overrides or {})
-        if (tdir / "base").is_dir():
-            update["base"] = str(tdir / "base")
+        if paths.base.is_dir():
+            update["base"] = str(paths.base)
         tcfg = tcfg.model_copy(update=update)
         torch.manual_seed(self.config.training.seed)
         teacher = self.host.load_model(spec, tcfg, self.info, None)
         if adapter:
-            teacher.load_adapter(tdir / "adapter")
+            teacher.load_adapter(paths.adapter)
             if adapter_scale != 1.0:
                 teacher.set_adapter_scale(adapter_scale)
         elif adapter_scale != 1.0:
@@ -154,13 +186,9 @@ class Experiment:
         """Boxes from the box teacher, refined to masks by the mask teacher when the
         experiment has one. Each detection: ``bbox`` (xywh pixels), ``category_id``,
         ``category_name``, ``score``, and ``segmentation`` (COCO RLE) with SAM."""
-        from teacherkit.training.dataset import read_image
+        from teacherkit.data.samples import read_image
 
-        box = next((n for n in self.teacher_names if self.host.teacher(n).evaluation == "bbox"), None)
-        if box is None:
-            raise ExperimentError(f"{self.path}: prediction needs a box teacher (e.g. grounding_dino); "
-                                  f"this experiment has {', '.join(self.teacher_names) or 'none'}")
-        boxes = self.teacher(box, adapter_scale=adapter_scale)
+        boxes = self.teacher(self.box_teacher_name("prediction"), adapter_scale=adapter_scale)
         masks = self.mask_teacher(adapter_scale=adapter_scale)
         pixels = [read_image(Path(im)) if not isinstance(im, np.ndarray) else im for im in images]
         out: list[list[dict[str, Any]]] = []
@@ -170,7 +198,8 @@ class Experiment:
         return out
 
     def mask_teacher(self, adapter_scale: float = 1.0) -> LoadedTeacher | None:
-        name = next((n for n in self.teacher_names if self.host.teacher(n).evaluation == "prompted_mask"), None)
+        """The mask teacher prompted by boxes, or ``None`` when the experiment has none."""
+        name = self.find_teacher("prompted_mask")
         return self.teacher(name, adapter_scale=adapter_scale) if name else None
 
 

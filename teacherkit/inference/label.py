@@ -84,9 +84,6 @@ def label_images(
     progress: Callable[[int, int], None] | None = None,
 ) -> LabelReport:
     """Label every image under ``images_dir`` and write a COCO file to ``output``."""
-    from teacherkit.inference.experiment import predict_images
-    from teacherkit.training.dataset import read_image
-
     output = Path(output)
     partial = partial_path(output)
     if output.exists() and not overwrite:
@@ -96,13 +93,8 @@ def label_images(
     files = list_images(images_dir)
     wanted = _class_filter(experiment, classes)
 
-    box_name = next((n for n in experiment.teacher_names if experiment.host.teacher(n).evaluation == "bbox"), None)
-    if box_name is None:
-        raise TeacherkitError(
-            f"{experiment.path}: labelling needs a box teacher (grounding_dino); this experiment has "
-            f"{', '.join(experiment.teacher_names) or 'none'}"
-        )
-    boxes = experiment.teacher(box_name, adapter_scale=adapter_scale, overrides=overrides)
+    boxes = experiment.teacher(experiment.box_teacher_name("labelling"), adapter_scale=adapter_scale,
+                               overrides=overrides)
     masks = experiment.mask_teacher(adapter_scale=adapter_scale)
     report = LabelReport(output=output, images=len(files), with_masks=masks is not None)
 
@@ -114,22 +106,8 @@ def label_images(
     with open(partial, "a", encoding="utf-8") as log:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            pixels, ok = [], []
-            for path in chunk:
-                try:
-                    pixels.append(read_image(path))
-                    ok.append(path)
-                except DataError as exc:
-                    log.write(json.dumps({"file_name": rel[path], "error": str(exc)}) + "\n")
-            if ok:
-                results = predict_images(boxes, masks, pixels, range(len(ok)), experiment.class_name)
-                for path, img, dets in zip(ok, pixels, results, strict=True):
-                    h, w = img.shape[:2]
-                    kept = [d for d in dets if wanted is None or d["category_id"] in wanted]
-                    record = {"file_name": rel[path], "width": int(w), "height": int(h), "detections": [
-                        {k: v for k, v in d.items() if k in ("bbox", "category_id", "score", "segmentation",
-                                                           "mask_score")} for d in kept]}
-                    log.write(json.dumps(record) + "\n")
+            for record in _label_chunk(experiment, boxes, masks, chunk, rel, wanted):
+                log.write(json.dumps(record) + "\n")
             log.flush()
             os.fsync(log.fileno())
             if progress:
@@ -140,6 +118,35 @@ def label_images(
     atomic_write_text(output, json.dumps(coco) + "\n")
     partial.unlink(missing_ok=True)
     return report
+
+
+#: Detection fields a pseudo-label keeps.
+_KEPT_FIELDS = ("bbox", "category_id", "score", "segmentation", "mask_score")
+
+
+def _label_chunk(experiment: Any, boxes: Any, masks: Any, chunk: list[Path], rel: dict[Path, str],
+                 wanted: set[int] | None) -> list[dict[str, Any]]:
+    """One partial-file record per image of ``chunk``: its detections, or why it failed."""
+    from teacherkit.data.samples import read_image
+    from teacherkit.inference.experiment import predict_images
+
+    records: list[dict[str, Any]] = []
+    pixels, ok = [], []
+    for path in chunk:
+        try:
+            pixels.append(read_image(path))
+            ok.append(path)
+        except DataError as exc:
+            records.append({"file_name": rel[path], "error": str(exc)})
+    if not ok:
+        return records
+    results = predict_images(boxes, masks, pixels, range(len(ok)), experiment.class_name)
+    for path, img, dets in zip(ok, pixels, results, strict=True):
+        h, w = img.shape[:2]
+        kept = [d for d in dets if wanted is None or d["category_id"] in wanted]
+        records.append({"file_name": rel[path], "width": int(w), "height": int(h),
+                        "detections": [{k: v for k, v in d.items() if k in _KEPT_FIELDS} for d in kept]})
+    return records
 
 
 def _class_filter(experiment: Any, classes: list[str] | None) -> set[int] | None:

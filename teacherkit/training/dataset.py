@@ -1,9 +1,8 @@
-"""The torch Dataset and sampler the trainer uses.
+"""What training adds around the sample dataset: replay mixing and the resumable sampler.
 
-Images are read lazily (one file per ``__getitem__``), EXIF orientation applied, then the
-optional augmentation and the teacher's preprocessor run, all in DataLoader workers.
-Randomness comes from explicit seeds derived from (run seed, epoch, index), so a sample
-looks the same whichever worker loads it and after a resume.
+The dataset itself (:class:`teacherkit.data.samples.SampleDataset`), ``read_image`` and
+``move_to_device`` live in :mod:`teacherkit.data.samples`, which evaluation and inference
+use too; they are re-exported here for existing callers.
 """
 
 from __future__ import annotations
@@ -15,126 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from teacherkit.data.info import DatasetInfo
+from teacherkit.data.samples import SampleDataset, move_to_device, read_image, sample_seed
 from teacherkit.errors import DataError
 from teacherkit.types import Sample
 
-
-def sample_seed(run_seed: int, epoch: int, index: int) -> int:
-    """A 31-bit seed unique to (run seed, epoch, index)."""
-    seq = np.random.SeedSequence([run_seed & 0xFFFFFFFF, epoch, index])
-    return int(seq.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
+__all__ = ["CocoTrainDataset", "EpochSampler", "REPLAY_STREAM", "ReplayMix", "SampleDataset", "batches_per_epoch",
+           "move_to_device", "read_image", "remap_replay", "replay_category_map", "replay_count", "sample_seed"]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 pixels with EXIF orientation applied (what a camera user saw)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
-    except FileNotFoundError as exc:
-        raise DataError(f"{path}: image file not found") from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: cannot read image: {exc}") from exc
-
-
-class CocoTrainDataset:
-    """One item per image: a :class:`~teacherkit.types.Sample`, augmented when training,
-    then preprocessed by the teacher's preprocessor.
-
-    :param coco: a loaded :class:`teacherkit.data.coco.CocoDataset`.
-    :param images_dir: folder ``file_name`` is relative to.
-    :param info: class mapping of the *training* data (validation uses the same mapping).
-    :param learns_from: the teacher's annotation kind; instances lacking it are dropped
-        (a box teacher uses the mask's box when ``bbox`` is missing).
-    :param with_masks: decode masks into the sample.
-    """
-
-    def __init__(
-        self,
-        coco: Any,
-        images_dir: Path,
-        info: DatasetInfo,
-        preprocessor: Any,
-        *,
-        learns_from: str,
-        train: bool,
-        augment: Any = None,
-        with_masks: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self.coco = coco
-        self.images_dir = Path(images_dir)
-        self.info = info
-        self.preprocessor = preprocessor
-        self.learns_from = learns_from
-        self.train = train
-        self.augment = augment if train else None
-        self.with_masks = with_masks
-        self.seed = seed
-        self.epoch = 0
-        self.images = list(coco.images)
-        self._anns = {img.id: coco.annotations_for(img.id) for img in self.images}
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def raw_sample(self, index: int) -> Sample:
-        from teacherkit.data.masks import mask_to_bbox, segmentation_to_mask
-
-        img = self.images[index]
-        pixels = read_image(self.images_dir / img.file_name)
-        height, width = pixels.shape[:2]
-        boxes, labels, cat_ids, ann_ids, crowd, masks, keypoints = [], [], [], [], [], [], []
-        for ann in self._anns[img.id]:
-            if ann.category_id not in self.info.class_mapping:
-                continue
-            has_seg = bool(ann.segmentation)
-            mask = None
-            if has_seg and (self.with_masks or ann.bbox is None):
-                mask = segmentation_to_mask(ann.segmentation, height, width)
-            if self.learns_from == "masks" and mask is None:
-                continue
-            if ann.iscrowd and self.learns_from in ("boxes", "masks"):
-                continue  # crowd regions are not single instances; COCO practice ignores them in training
-            box = list(ann.bbox) if ann.bbox is not None else (mask_to_bbox(mask) if mask is not None else None)
-            if box is None or box[2] <= 0 or box[3] <= 0:
-                continue
-            boxes.append(box)
-            labels.append(self.info.class_mapping[ann.category_id])
-            cat_ids.append(ann.category_id)
-            ann_ids.append(ann.id)
-            crowd.append(int(ann.iscrowd or 0))
-            if self.with_masks:
-                masks.append(mask if mask is not None else np.zeros((height, width), np.uint8))
-            if ann.keypoints:
-                keypoints.extend(ann.keypoints)
-        sample: Sample = {
-            "image": pixels,
-            "image_id": int(img.id),
-            "file_name": img.file_name,
-            "orig_size": (height, width),
-            "boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-            "labels": np.asarray(labels, dtype=np.int64),
-            "category_ids": np.asarray(cat_ids, dtype=np.int64),
-            "annotation_ids": np.asarray(ann_ids, dtype=np.int64),
-            "iscrowd": np.asarray(crowd, dtype=np.int64),
-            "masks": np.stack(masks).astype(np.uint8) if masks else (
-                np.zeros((0, height, width), np.uint8) if self.with_masks else None),
-            "extra": {"seed": sample_seed(self.seed, self.epoch, index), "keypoints": keypoints},
-        }
-        return sample
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.raw_sample(index)
-        if self.augment is not None:
-            sample = self.augment(sample, sample["extra"]["seed"])
-        return self.preprocessor(sample, train=self.train)
+#: The old name, kept while callers move to :class:`teacherkit.data.samples.SampleDataset`.
+CocoTrainDataset = SampleDataset
 
 
 #: Seed stream of the replay draws, so they never coincide with a training sample's seed.
@@ -230,9 +119,6 @@ class ReplayMix:
         self.replay_set.set_epoch(epoch)
         self.chosen = self.replay_indices(epoch)
 
-    def is_replay(self, index: int) -> bool:
-        return index >= len(self.train_set)
-
     def source(self, index: int) -> tuple[Any, int]:
         """The dataset and the index in it that ``index`` stands for."""
         if not 0 <= index < len(self):
@@ -290,19 +176,3 @@ class EpochSampler:
 
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:
     return math.ceil(num_samples / batch_size) if num_samples else 0
-
-
-def move_to_device(value: Any, device: Any) -> Any:
-    """Tensors anywhere inside dicts/lists/tuples moved to ``device``; the rest untouched."""
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True)
-    if isinstance(value, dict):
-        return {k: move_to_device(v, device) for k, v in value.items()}
-    if isinstance(value, list):
-        return [move_to_device(v, device) for v in value]
-    if isinstance(value, tuple):
-        return tuple(move_to_device(v, device) for v in value)
-    return value
-

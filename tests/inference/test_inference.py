@@ -33,10 +33,60 @@ def test_evaluate_prints_base_and_tuned(tiny_experiment, capsys):
     assert "bbox_AP" in table and "mIoU" in table
 
 
+def test_evaluate_refuses_a_file_with_nothing_to_score(tiny_experiment, tmp_path, capsys):
+    exp, test = tiny_experiment["path"], tiny_experiment["test"]
+    data = json.loads(test.read_text())
+    no_annotations = tmp_path / "no_annotations.json"
+    no_annotations.write_text(json.dumps({**data, "annotations": []}))
+    no_images = tmp_path / "no_images.json"
+    no_images.write_text(json.dumps({**data, "images": [], "annotations": []}))
+    for path, what in ((no_annotations, "no annotations"), (no_images, "no images")):
+        assert run(["evaluate", str(exp), "--data", str(path), "--images", str(test.parent), "--device", "cpu"]) == 2
+        captured = capsys.readouterr()
+        assert "nothing to score" in captured.err and what in captured.err and str(path) in captured.err
+        assert "Traceback" not in captured.err and "AP" not in captured.out
+
+
+def test_evaluate_without_a_trained_model_is_an_error(tiny_experiment, tmp_path, capsys):
+    from teacherkit.inference.experiment import ExperimentError
+
+    source, test = tiny_experiment["path"], tiny_experiment["test"]
+    exp = tmp_path / "stopped"
+    exp.mkdir()
+    for name in ("teacher_config.yaml", "dataset_info.json", "metadata.json"):
+        shutil.copy(source / name, exp / name)
+    (exp / "teachers" / "sam" / "checkpoints").mkdir(parents=True)  # started, never saved a model
+    assert run(["evaluate", str(exp), "--data", str(test), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no trained model" in err and "teachers/sam has no adapter" in err and "--resume" in err
+    assert "Traceback" not in err
+    with pytest.raises(ExperimentError, match="no trained model"):
+        load_experiment(exp, device="cpu").predict([test.parent / "img_0000.png"])
+
+
+def test_evaluate_shows_a_dash_for_a_class_without_ground_truth(tiny_experiment, tmp_path, capsys):
+    exp, test = tiny_experiment["path"], tiny_experiment["test"]
+    data = json.loads(test.read_text())
+    gone = data["categories"][-1]
+    data["annotations"] = [a for a in data["annotations"] if a["category_id"] != gone["id"]]
+    assert data["annotations"]
+    path = tmp_path / "without_one_class.json"
+    path.write_text(json.dumps(data))
+    args = ["evaluate", str(exp), "--data", str(path), "--images", str(test.parent), "--device", "cpu",
+            "--models", "grounding_dino"]
+    assert run([*args, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["teachers"]["grounding_dino"]["data"]
+    assert metrics["base"]["bbox_per_class_AP"][gone["name"]] is None
+    assert metrics["tuned"]["bbox_per_class_AP"][gone["name"]] is None
+    assert run(args) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if gone["name"] in line)
+    assert "\u2013" in row and "0.0000" not in row
+
+
 def test_adapter_scale_zero_equals_the_base_model(tiny_experiment):
     exp = load_experiment(tiny_experiment["path"], device="cpu")
+    from teacherkit.data.samples import read_image
     from teacherkit.inference.experiment import empty_sample
-    from teacherkit.training.dataset import read_image
 
     image = read_image(tiny_experiment["test"].parent / "img_0000.png")
     sample = empty_sample(image, 1)
@@ -113,15 +163,15 @@ def test_export_merge_matches_adapter_outputs(tiny_experiment, tmp_path):
     import torch
     from transformers import GroundingDinoForObjectDetection, SamModel
 
-    from teacherkit.training.dataset import move_to_device
+    from teacherkit.data.samples import move_to_device
 
     assert run(["export", str(tiny_experiment["path"]), "--output", str(tmp_path / "merged"), "--merge"]) == 0
     assert run(["export", str(tiny_experiment["path"]), "--output", str(tmp_path / "bundle")]) == 0
     assert (tmp_path / "bundle" / "grounding_dino" / "adapter" / "adapter_config.json").is_file()
 
     exp = load_experiment(tiny_experiment["path"], device="cpu")
+    from teacherkit.data.samples import read_image
     from teacherkit.inference.experiment import empty_sample, prompted_sample
-    from teacherkit.training.dataset import read_image
 
     image = read_image(tiny_experiment["test"].parent / "img_0001.png")
 

@@ -1,0 +1,207 @@
+"""The sample dataset that training, evaluation and inference all read images through.
+
+Images are read lazily (one file per ``__getitem__``), EXIF orientation applied, then the
+optional augmentation and the teacher's preprocessor run, all in DataLoader workers.
+Randomness comes from explicit seeds derived from (run seed, epoch, index), so a sample
+looks the same whichever worker loads it and after a resume.
+
+This module sits in ``data/`` (below training, evaluation and inference) so that scoring
+or labelling never has to import the training package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from teacherkit.data.info import DatasetInfo
+from teacherkit.errors import DataError
+from teacherkit.types import Sample
+
+#: Annotation kinds the core itself knows how to turn into instances.
+BUILTIN_KINDS = ("boxes", "masks")
+
+
+def sample_seed(run_seed: int, epoch: int, index: int) -> int:
+    """A 31-bit seed unique to (run seed, epoch, index)."""
+    seq = np.random.SeedSequence([run_seed & 0xFFFFFFFF, epoch, index])
+    return int(seq.generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 pixels with EXIF orientation applied (what a camera user saw)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: image file not found") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: cannot read image: {exc}") from exc
+
+
+def move_to_device(value: Any, device: Any) -> Any:
+    """Tensors anywhere inside dicts/lists/tuples moved to ``device``; the rest untouched."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {k: move_to_device(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [move_to_device(v, device) for v in value]
+    if isinstance(value, tuple):
+        return tuple(move_to_device(v, device) for v in value)
+    return value
+
+
+def carries_kind(ann: Any, kind: str) -> bool:
+    """Whether an annotation holds data of a plugin's ``kind`` (the annotation field of
+    that name, ``keypoints`` say, is present and not empty)."""
+    return bool(getattr(ann, kind, None))
+
+
+def keypoint_array(rows: list[list[float] | None]) -> np.ndarray:
+    """``(N, K, 3)`` float32 ``(x, y, visibility)`` per instance; ``K`` is the longest list,
+    shorter or missing lists are padded with visibility 0 (COCO's "not labelled")."""
+    k = max((len(r) // 3 for r in rows if r), default=0)
+    out = np.zeros((len(rows), k, 3), np.float32)
+    for i, row in enumerate(rows):
+        if row:
+            values = np.asarray(row[: 3 * (len(row) // 3)], np.float32).reshape(-1, 3)
+            out[i, : len(values)] = values
+    return out
+
+
+class _Instances:
+    """Per-instance columns collected while reading one image's annotations."""
+
+    def __init__(self) -> None:
+        self.boxes: list[list[float]] = []
+        self.labels: list[int] = []
+        self.cat_ids: list[int] = []
+        self.ann_ids: list[int] = []
+        self.crowd: list[int] = []
+        self.masks: list[np.ndarray] = []
+        self.keypoints: list[list[float] | None] = []
+
+    def add(self, ann: Any, box: list[float], label: int, mask: np.ndarray | None) -> None:
+        self.boxes.append(box)
+        self.labels.append(label)
+        self.cat_ids.append(ann.category_id)
+        self.ann_ids.append(ann.id)
+        self.crowd.append(int(ann.iscrowd or 0))
+        if mask is not None:
+            self.masks.append(mask)
+        self.keypoints.append(list(ann.keypoints) if ann.keypoints else None)
+
+
+class SampleDataset:
+    """One item per image: a :class:`~teacherkit.types.Sample`, augmented when training,
+    then preprocessed by the teacher's preprocessor. Training, evaluation and inference
+    all use it.
+
+    :param coco: a loaded :class:`teacherkit.data.coco.CocoDataset`.
+    :param images_dir: folder ``file_name`` is relative to.
+    :param info: class mapping of the *training* data (validation uses the same mapping).
+    :param learns_from: the teacher's annotation kind. ``"boxes"`` and ``"masks"`` keep
+        instances that have one (a box teacher uses the mask's box when ``bbox`` is
+        missing); a plugin's kind (``"keypoints"``) keeps instances that carry it, with or
+        without a box (a box-less instance has the box ``[0, 0, 0, 0]``), and instances
+        with a box as before.
+    :param with_masks: decode masks into the sample.
+    """
+
+    def __init__(
+        self,
+        coco: Any,
+        images_dir: Path,
+        info: DatasetInfo,
+        preprocessor: Any,
+        *,
+        learns_from: str,
+        train: bool,
+        augment: Any = None,
+        with_masks: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self.coco = coco
+        self.images_dir = Path(images_dir)
+        self.info = info
+        self.preprocessor = preprocessor
+        self.learns_from = learns_from
+        self.train = train
+        self.augment = augment if train else None
+        self.with_masks = with_masks
+        self.seed = seed
+        self.epoch = 0
+        self.images = list(coco.images)
+        self._anns = {img.id: coco.annotations_for(img.id) for img in self.images}
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _instance(self, ann: Any, height: int, width: int) -> tuple[list[float], np.ndarray | None] | None:
+        """The box and (when wanted) mask of one annotation, or ``None`` to leave it out."""
+        from teacherkit.data.masks import mask_to_bbox, segmentation_to_mask
+
+        mask = None
+        if ann.segmentation and (self.with_masks or ann.bbox is None):
+            mask = segmentation_to_mask(ann.segmentation, height, width)
+        if self.learns_from == "masks" and mask is None:
+            return None
+        if ann.iscrowd and self.learns_from in BUILTIN_KINDS:
+            return None  # crowd regions are not single instances; COCO practice ignores them in training
+        box = list(ann.bbox) if ann.bbox is not None else (mask_to_bbox(mask) if mask is not None else None)
+        if box is None or box[2] <= 0 or box[3] <= 0:
+            if self.learns_from in BUILTIN_KINDS or not carries_kind(ann, self.learns_from):
+                return None
+            box = [0.0, 0.0, 0.0, 0.0]  # the plugin's kind is the instance; it has no box
+        if self.with_masks and mask is None:
+            mask = np.zeros((height, width), np.uint8)
+        return box, (mask if self.with_masks else None)
+
+    def raw_sample(self, index: int) -> Sample:
+        img = self.images[index]
+        pixels = read_image(self.images_dir / img.file_name)
+        height, width = pixels.shape[:2]
+        found = _Instances()
+        for ann in self._anns[img.id]:
+            if ann.category_id not in self.info.class_mapping:
+                continue
+            instance = self._instance(ann, height, width)
+            if instance is not None:
+                found.add(ann, instance[0], self.info.class_mapping[ann.category_id], instance[1])
+        masks = None
+        if self.with_masks:
+            masks = np.stack(found.masks).astype(np.uint8) if found.masks else np.zeros((0, height, width), np.uint8)
+        flat_keypoints = [v for row in found.keypoints if row for v in row]
+        return {
+            "image": pixels,
+            "image_id": int(img.id),
+            "file_name": img.file_name,
+            "orig_size": (height, width),
+            "boxes": np.asarray(found.boxes, dtype=np.float32).reshape(-1, 4),
+            "labels": np.asarray(found.labels, dtype=np.int64),
+            "category_ids": np.asarray(found.cat_ids, dtype=np.int64),
+            "annotation_ids": np.asarray(found.ann_ids, dtype=np.int64),
+            "iscrowd": np.asarray(found.crowd, dtype=np.int64),
+            "masks": masks,
+            "keypoints": keypoint_array(found.keypoints),
+            # "keypoints" in extra: the flat list of every kept instance, as plugins read it before
+            # Sample had a keypoints field
+            "extra": {"seed": sample_seed(self.seed, self.epoch, index), "keypoints": flat_keypoints},
+        }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.raw_sample(index)
+        if self.augment is not None:
+            sample = self.augment(sample, sample["extra"]["seed"])
+        return self.preprocessor(sample, train=self.train)
