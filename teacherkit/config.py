@@ -4,11 +4,15 @@ Layers, lowest first: plugin defaults (each teacher's config model) → facts fr
 dataset → a preset → ``--config file.yaml`` → CLI flags and ``--set a.b=value``.
 Every field has a default and a description, so ``teacherkit config show`` and the docs
 can be generated from the models.
+
+Every float anywhere in the config must be finite: ``inf``/``nan`` would train and
+write NaN weights.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -26,7 +30,8 @@ class ConfigError(TeacherkitError, ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: refuse inf/nan where the value is read, naming its key
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraSettings(_Section):
@@ -125,12 +130,15 @@ class AugmentationConfig(_Section):
     intensity: Literal["low", "medium", "high"] = Field("medium", description="How strong the transforms are.")
 
 
-SECTION_MODELS: dict[str, type[BaseModel]] = {
-    "experiment": ExperimentConfig,
-    "training": TrainingConfig,
-    "checkpointing": CheckpointConfig,
-    "augmentation": AugmentationConfig,
-}
+class DatasetFacts(_Section):
+    """What the training data holds, recorded by ``teacherkit train`` in the saved
+    ``teacher_config.yaml``. Informational: training fills it from the data it loads, so a
+    value given in a config file is replaced by the data's own."""
+
+    num_classes: int | None = Field(None, ge=0, description="Number of classes in the training data (written by "
+                                    "train; informational).")
+    class_names: list[str] = Field(default_factory=list, description="Class names in contiguous-index order "
+                                   "(written by train; informational).")
 
 
 class RootConfig(_Section):
@@ -140,6 +148,8 @@ class RootConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     checkpointing: CheckpointConfig = Field(default_factory=CheckpointConfig)
     augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    dataset: DatasetFacts = Field(default_factory=DatasetFacts, description="Facts of the training data "
+                                  "(written by train; informational).")
 
     def teacher(self, name: str) -> TeacherConfig:
         return getattr(self.teachers, name)  # type: ignore[attr-defined]
@@ -250,11 +260,6 @@ def load_yaml_file(path: Path) -> dict[str, Any]:
     return data
 
 
-#: What the ``tiny`` preset changes (teachers add their own through their config model's
-#: ``tiny_preset`` class attribute, if any).
-TINY_PRESET: dict[str, Any] = {"experiment": {"preset": "tiny"}}
-
-
 def resolve_config(
     model: type[RootConfig],
     *,
@@ -264,7 +269,12 @@ def resolve_config(
     cli: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
 ) -> RootConfig:
-    """Build the resolved config from its layers (lowest first, see module docstring)."""
+    """Build the resolved config from its layers (lowest first, see module docstring).
+
+    :param dataset_facts: the lowest layer after the defaults (see :func:`dataset_facts`).
+    :param cli: values of command-line flags, as a nested mapping (``{"training": {"epochs": 2}}``);
+        ``teacherkit train`` builds it with :func:`teacherkit.training.commands.flags_layer`.
+    """
     layers: list[tuple[str, Mapping[str, Any]]] = []
     if dataset_facts:
         layers.append(("dataset facts", dataset_facts))
@@ -279,14 +289,58 @@ def resolve_config(
     set_data = parse_set(sets)
     if set_data:
         layers.append(("--set", set_data))
+    return validate_config(model, _merge(model, layers))
+
+
+def _merge(model: type[RootConfig], layers: list[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for source, data in layers:
         check_keys(model, data, source)
         merged = deep_merge(merged, data)
+    return merged
+
+
+def validate_config(model: type[RootConfig], data: Mapping[str, Any]) -> RootConfig:
+    """``model`` of ``data``; :class:`ConfigError` naming the key of an invalid value, also
+    of a non-finite float that a plugin's own sub-model (not a ``_Section``) let through."""
     try:
-        return model.model_validate(merged)
+        config = model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc)) from exc
+    bad = nonfinite_fields(config)
+    if bad:
+        key, value = bad[0]
+        raise ConfigError(f"invalid configuration:\n  {key}: must be a finite number (got {value!r})")
+    return config
+
+
+def nonfinite_fields(value: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """``(dotted key, value)`` of every float in ``value`` (a model, mapping or list) that
+    is infinite or NaN."""
+    if isinstance(value, BaseModel):
+        items: Iterable[tuple[Any, Any]] = ((name, getattr(value, name)) for name in type(value).model_fields)
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        return [(prefix.rstrip("."), value)]
+    else:
+        return []
+    out: list[tuple[str, float]] = []
+    for key, item in items:
+        out.extend(nonfinite_fields(item, f"{prefix}{key}."))
+    return out
+
+
+def dataset_facts(info: Any) -> dict[str, Any]:
+    """The dataset-facts layer of ``info`` (a :class:`teacherkit.data.info.DatasetInfo`)."""
+    return {"dataset": {"num_classes": int(info.num_classes), "class_names": list(info.class_names)}}
+
+
+def with_dataset_facts(config: RootConfig, info: Any) -> RootConfig:
+    """``config`` with its ``dataset`` section set from the data ``info`` describes."""
+    return config.model_copy(update={"dataset": DatasetFacts(**dataset_facts(info)["dataset"])})
 
 
 def preset_layer(model: type[RootConfig], preset: str) -> dict[str, Any]:
@@ -317,9 +371,9 @@ def load_config_yaml(model: type[RootConfig], path: Path) -> RootConfig:
     data = load_yaml_file(path)
     check_keys(model, data, str(path))
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{path}: {format_validation_error(exc)}") from exc
+        return validate_config(model, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def describe_fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -1,35 +1,40 @@
-"""Checkpoints that are complete or absent, and early stopping whose state they carry.
+"""Checkpoints that are complete or absent.
 
 A checkpoint is a folder:
 
 ``trainable.safetensors``
     the parameters the optimiser updates (LoRA weights, trainable heads);
 ``state.pt``
-    optimizer, scheduler, grad scaler, RNG states (python, numpy, torch, cuda), epoch,
-    step, sampler position, early-stopping state and the metric history; written with
-    plain containers and tensors only so it loads with ``torch.load(weights_only=True)``;
+    :meth:`TrainState.to_state <teacherkit.training.state.TrainState.to_state>`: optimizer,
+    scheduler, grad scaler, RNG states, position, early stopping, metric history; plain
+    containers and tensors only, so it loads with ``torch.load(weights_only=True)``;
 ``meta.json``
     the same position and metrics, readable by people.
 
-It is written to a temporary sibling folder, fsynced and renamed into place
-(:func:`teacherkit.atomic.atomic_replace_dir`), so a crash leaves the old checkpoint or the
-new one, never a mix.
+It is written inside :func:`teacherkit.atomic.atomic_dir`, so a crash leaves the old
+checkpoint or the new one, never a mix; readers call :func:`teacherkit.atomic.recover_dir`
+first, so a crash between the two renames of a swap loses nothing.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import random
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from teacherkit.atomic import atomic_replace_dir
+from teacherkit.atomic import atomic_dir, recover_dir
 from teacherkit.errors import TeacherkitError
+from teacherkit.training.state import TrainState
+from teacherkit.training.stopping import EarlyStopping
+
+__all__ = [
+    "CheckpointError", "CheckpointManager", "EarlyStopping", "capture_rng_state", "load_checkpoint",
+    "load_train_state", "nonfinite_tensors", "read_meta", "restore_rng_state", "save_checkpoint",
+]
 
 TRAINABLE_FILE = "trainable.safetensors"
 STATE_FILE = "state.pt"
@@ -86,51 +91,79 @@ def _to_tuples(value: Any) -> Any:
     return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-# -- early stopping ---------------------------------------------------------------------------
+# -- folders ----------------------------------------------------------------------------------
 
 
-@dataclass
-class EarlyStopping:
-    """Tracks the monitored metric; says when an epoch is the best and when to stop."""
+def nonfinite_tensors(tensors: dict[str, Any]) -> list[str]:
+    """Names of the tensors holding a NaN or an infinity (one device sync for all)."""
+    import torch
 
-    mode: Literal["max", "min"] = "max"
-    patience: int | None = None
-    min_delta: float = 0.0
-    best: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
+    names = [name for name, t in tensors.items() if t.is_floating_point()]
+    if not names:
+        return []
+    flags = torch.stack([torch.isfinite(tensors[n]).all() for n in names]).tolist()
+    return [name for name, ok in zip(names, flags) if not ok]
 
-    def update(self, value: float, epoch: int) -> bool:
-        """Record ``value`` for ``epoch``; return True when it improves on the best."""
-        if value is None or not math.isfinite(value):
-            improved = False
-        elif self.best is None:
-            improved = True
-        elif self.mode == "max":
-            improved = value > self.best + self.min_delta
-        else:
-            improved = value < self.best - self.min_delta
-        if improved:
-            self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0
-        else:
-            self.bad_epochs += 1
-        return improved
 
-    def should_stop(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
+def save_checkpoint(final: Path, trainable: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write a checkpoint folder at ``final`` atomically (old or new, never a mix)."""
+    import torch
+    from safetensors.torch import save_file
 
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    with atomic_dir(Path(final)) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / TRAINABLE_FILE))
+        torch.save(state, tmp / STATE_FILE)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float) + "\n", encoding="utf-8")
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+
+def read_meta(directory: Path) -> dict[str, Any] | None:
+    """``meta.json`` of a complete checkpoint folder (after undoing an interrupted swap),
+    ``None`` when there is none or it is incomplete."""
+    directory = Path(directory)
+    recover_dir(directory)
+    if not all((directory / f).is_file() for f in (TRAINABLE_FILE, STATE_FILE, META_FILE)):
+        return None
+    try:
+        return json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(trainable tensors, state, meta)`` of a checkpoint folder; state loads with
+    ``weights_only=True``. A ``<name>.old`` left by a crash mid-swap is put back first."""
+    import torch
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    recover_dir(directory)
+    missing = [f for f in (TRAINABLE_FILE, STATE_FILE, META_FILE) if not (directory / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}")
+    try:
+        trainable = load_file(str(directory / TRAINABLE_FILE))
+        state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+    except Exception as exc:  # corrupt files: say which checkpoint
+        raise CheckpointError(f"{directory}: cannot load checkpoint: {exc}") from exc
+    return trainable, state, meta
+
+
+def load_train_state(directory: Path) -> tuple[dict[str, Any], TrainState]:
+    """``(trainable tensors, TrainState)`` of a checkpoint folder."""
+    trainable, state, meta = load_checkpoint(directory)
+    if "finished" not in state:  # checkpoints from before TrainState kept it in meta.json only
+        state = {**state, "finished": bool(meta.get("finished"))}
+    try:
+        return trainable, TrainState.from_state(state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory}: {STATE_FILE} is not a teacherkit training state: {exc!r}") from exc
 
 
 @dataclass
 class CheckpointManager:
-    """Saves ``last`` and ``best`` checkpoints of one teacher and decides early stopping
-    (seed API: ``CheckpointManager.should_stop``)."""
+    """``last`` and ``best`` checkpoints of one teacher plus its early stopping (seed API:
+    ``CheckpointManager.should_stop``)."""
 
     root: Path
     stopping: EarlyStopping = field(default_factory=EarlyStopping)
@@ -151,46 +184,3 @@ class CheckpointManager:
         final = self.last_dir if which == "last" else self.best_dir
         save_checkpoint(final, trainable, state, meta)
         return final
-
-    def copy_last_to_best(self) -> None:
-        """The epoch just saved as ``last`` is also the best: copy it atomically."""
-        tmp = self.best_dir.with_name(".best.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        shutil.copytree(self.last_dir, tmp)
-        atomic_replace_dir(tmp, self.best_dir)
-
-
-def save_checkpoint(final: Path, trainable: dict[str, Any], state: dict[str, Any], meta: dict[str, Any]) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file({k: v.detach().contiguous().cpu() for k, v in trainable.items()}, str(tmp / TRAINABLE_FILE))
-    torch.save(state, tmp / STATE_FILE)
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float) + "\n", encoding="utf-8")
-    atomic_replace_dir(tmp, final)
-
-
-def load_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``(trainable tensors, state, meta)`` of a checkpoint folder; state loads with
-    ``weights_only=True``."""
-    import torch
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    missing = [f for f in (TRAINABLE_FILE, STATE_FILE, META_FILE) if not (directory / f).is_file()]
-    if missing:
-        raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}")
-    try:
-        trainable = load_file(str(directory / TRAINABLE_FILE))
-        state = torch.load(directory / STATE_FILE, weights_only=True, map_location="cpu")
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    except Exception as exc:  # corrupt files: say which checkpoint
-        raise CheckpointError(f"{directory}: cannot load checkpoint: {exc}") from exc
-    return trainable, state, meta

@@ -7,89 +7,133 @@ from typing import Annotated, Any
 
 import typer
 
+# options whose declaration does not fit on one line
+_Images = Annotated[Path | None, typer.Option("--images", help="Image folder (default: the training JSON's folder).")]
+_Sets = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set training.lr=3e-4.")]
+_Resume = Annotated[bool, typer.Option("--resume", help="Continue the experiment in --output where it stopped.")]
+_Replay = Annotated[
+    Path | None, typer.Option("--replay", help="Source-domain COCO JSON mixed into every epoch (training.replay.data).")
+]
+_ReplayFraction = Annotated[
+    float | None, typer.Option("--replay-fraction", help="Replay images per epoch as a fraction of the training "
+                               "images (training.replay.fraction).")
+]
+
 
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Training COCO JSON.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Experiment folder to create.")],
     val: Annotated[Path | None, typer.Option("--val", help="Validation COCO JSON, evaluated every epoch.")] = None,
-    images: Annotated[
-        Path | None, typer.Option("--images", help="Image folder (default: the training JSON's folder).")
-    ] = None,
+    images: _Images = None,
     val_images: Annotated[
         Path | None,
         typer.Option("--val-images", help="Validation image folder (default: --images, else --val's folder)."),
     ] = None,
     config_file: Annotated[Path | None, typer.Option("--config", help="YAML config layered over the defaults.")] = None,
-    sets: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a config key: --set training.lr=3e-4.")
-    ] = None,
+    sets: _Sets = None,
     models: Annotated[
         str | None, typer.Option("--models", help="Comma-separated teachers to train (narrows what the data allows).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="training.epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="training.batch_size")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="training.lr")] = None,
-    lora_r: Annotated[int | None, typer.Option("--lora-r", help="LoRA rank of every teacher.")] = None,
+    lora_r: Annotated[
+        int | None, typer.Option("--lora-r", help="LoRA rank of every teacher that fine-tunes with LoRA.")
+    ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="'tiny': small random models for trying the pipeline.")
     ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the experiment in --output where it stopped.")
-    ] = False,
+    resume: _Resume = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing experiment in --output.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (training.device).")] = None,
     num_workers: Annotated[int | None, typer.Option("--num-workers", help="training.num_workers")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="training.seed")] = None,
-    replay: Annotated[
-        Path | None,
-        typer.Option("--replay", help="Source-domain COCO JSON mixed into every epoch (training.replay.data)."),
-    ] = None,
-    replay_fraction: Annotated[
-        float | None, typer.Option("--replay-fraction", help="Replay images per epoch as a fraction of the training "
-                                   "images (training.replay.fraction).")
-    ] = None,
+    replay: _Replay = None,
+    replay_fraction: _ReplayFraction = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only warnings and errors.")] = False,
 ) -> None:
     """Inspect the data, train every teacher it can train, evaluate each epoch, keep the best."""
     from teacherkit.cli import fail, get_host
-    from teacherkit.config import resolve_config
-    from teacherkit.training.loop import Interrupted
-    from teacherkit.training.trainer import TeacherTrainer
 
     if resume and overwrite:
         fail("--resume and --overwrite cannot be combined")
     host = get_host()
-    model = host.config_model()
-    cli: dict[str, Any] = {}
-    training = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device,
-                                  "num_workers": num_workers, "seed": seed}.items() if v is not None}
-    replay_cli = {k: v for k, v in {"data": str(replay) if replay is not None else None,
-                                    "fraction": replay_fraction}.items() if v is not None}
-    if replay_cli:
-        training["replay"] = replay_cli
-    if training:
-        cli["training"] = training
-    if lora_r is not None:
-        cli["teachers"] = {name: {"lora": {"r": lora_r}} for name in host.teachers()}
+    training = _given(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers, seed=seed,
+                      replay=_given(data=str(replay) if replay is not None else None, fraction=replay_fraction))
+    config = None
     if resume:
-        if cli or sets or config_file or preset:
+        if training or lora_r is not None or sets or config_file or preset:
             fail("--resume continues the saved teacher_config.yaml; drop the config flags (or start a new --output)")
-        config = None
     else:
-        config = resolve_config(model, preset=preset, config_file=config_file, cli=cli, sets=sets or [])
+        config = resolve_train_config(host.config_model(), training=training, lora_r=lora_r, preset=preset,
+                                      config_file=config_file, sets=sets or [])
     for path, flag in ((data, "--data"), (val, "--val"), (replay, "--replay")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
-    trainer = TeacherTrainer(
-        data, val, images, output, config, val_image_dir=val_images,
-        models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
-        resume=resume, overwrite=overwrite, quiet=quiet, host=host,
-    )
+    _run(data, val, images, output, config, val_images=val_images, resume=resume, overwrite=overwrite,
+         quiet=quiet, host=host, models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The values a flag was given for (empty sections dropped)."""
+    return {k: v for k, v in values.items() if v is not None and v != {}}
+
+
+def _run(data: Path, val: Path | None, images: Path | None, output: Path, config: Any, **kwargs: Any) -> None:
+    from teacherkit.training.loop import Interrupted
+    from teacherkit.training.trainer import TeacherTrainer
+
+    val_images = kwargs.pop("val_images")
+    trainer = TeacherTrainer(data, val, images, output, config, val_image_dir=val_images, **kwargs)
     try:
         trainer.train()
     except Interrupted as exc:
         typer.echo(f"interrupted: {exc}", err=True)
         raise typer.Exit(130) from exc
+
+
+#: ``training`` keys a teacher section may override for itself (``teachers.<name>.epochs``).
+PER_TEACHER_KEYS = ("epochs", "batch_size", "lr")
+
+
+def flags_layer(model: Any, training: dict[str, Any]) -> dict[str, Any]:
+    """The command-line layer of the ``training`` flags. A flag the user typed beats a
+    per-teacher value of a lower layer: for each of :data:`PER_TEACHER_KEYS` given, every
+    teacher section gets a null for it (null: use ``training.<key>``); ``--set
+    teachers.<name>.<key>=...`` is above the flags and still wins."""
+    if not training:
+        return {}
+    layer: dict[str, Any] = {"training": dict(training)}
+    reset = {key: None for key in PER_TEACHER_KEYS if key in training}
+    if reset:
+        names = list(model.model_fields["teachers"].annotation.model_fields)
+        layer["teachers"] = {name: dict(reset) for name in names}
+    return layer
+
+
+def resolve_train_config(model: Any, *, training: dict[str, Any], lora_r: int | None, preset: str | None,
+                         config_file: Path | None, sets: list[str]) -> Any:
+    """The config of ``teacherkit train``: defaults, preset, ``--config``, the flags, ``--set``.
+
+    ``--lora-r`` is a flag too: it sets ``lora.r`` of the teachers that fine-tune with LoRA
+    once every layer is applied (``finetune: lora``), and of no other; ``--set`` beats it."""
+    from teacherkit.config import resolve_config
+
+    layers = {"preset": preset, "config_file": config_file, "sets": sets}
+    cli = flags_layer(model, training)
+    config = resolve_config(model, cli=cli, **layers)
+    if lora_r is None:
+        return config
+    names = [name for name in model.model_fields["teachers"].annotation.model_fields
+             if getattr(config.teacher(name), "finetune", None) == "lora" and hasattr(config.teacher(name), "lora")]
+    if not names:
+        typer.echo("warning: --lora-r: no teacher fine-tunes with LoRA in this config; the flag changes nothing",
+                   err=True)
+        return config
+    teachers = cli.setdefault("teachers", {})
+    for name in names:
+        teachers.setdefault(name, {})["lora"] = {"r": lora_r}
+    return resolve_config(model, cli=cli, **layers)
 
 
 def register(app: typer.Typer) -> None:

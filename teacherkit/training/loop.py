@@ -1,9 +1,11 @@
 """The training loop of one teacher, on accelerate.
 
 accelerate provides the device, mixed precision and DDP (``accelerate launch`` or
-``torchrun``); this module provides the rest: a resumable sampler position, gradient
-accumulation with ``no_sync``, clipping, warmup + cosine schedule, skipping non-finite
-steps, evaluation every epoch, ``last``/``best`` checkpoints and early stopping.
+``torchrun``); this module provides the steps: a resumable sampler position, gradient
+accumulation with ``no_sync``, clipping, warmup + cosine schedule and skipping non-finite
+steps. What happens around the steps (evaluation, early stopping, ``best``/``last``
+checkpoints, logging) are hooks (:mod:`teacherkit.training.hooks`); where the run stands is
+one :class:`~teacherkit.training.state.TrainState`, saved and restored as a whole.
 
 Ctrl-C (SIGINT) and SIGTERM stop at the next optimizer-step boundary and save ``last``, so
 ``--resume`` continues with exactly the samples, RNG states and optimizer moments the run
@@ -15,49 +17,24 @@ from __future__ import annotations
 import math
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from teacherkit.errors import TeacherkitError
 from teacherkit.training.checkpoint import (
-    CheckpointManager,
-    EarlyStopping,
     capture_rng_state,
-    load_checkpoint,
+    load_train_state,
+    nonfinite_tensors,
     restore_rng_state,
 )
 from teacherkit.training.dataset import EpochSampler, batches_per_epoch, move_to_device
-from teacherkit.training.tracking import TensorBoardLog, scalar_items
+from teacherkit.training.hooks import CheckpointHook, EarlyStoppingHook, EvaluationHook, Hook, LoggingHook
+from teacherkit.training.settings import LoopSettings
+from teacherkit.training.state import PartialEpoch, TrainState
+from teacherkit.training.stopping import EarlyStopping, Interrupted, TrainingAborted
 
-
-class TrainingAborted(TeacherkitError):
-    exit_code = 1
-
-
-class Interrupted(TeacherkitError):
-    """Training stopped on request after saving ``last``; ``--resume`` continues it."""
-
-    exit_code = 130
-
-
-@dataclass
-class LoopSettings:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_ratio: float
-    grad_accumulation: int
-    grad_clip: float | None
-    num_workers: int
-    seed: int
-    max_nonfinite_steps: int
-    log_every: int
-    monitor: str
-    mode: str
-    patience: int | None
-    min_delta: float
+__all__ = ["Interrupted", "LoopResult", "LoopSettings", "StopFlag", "TeacherLoop", "TrainingAborted",
+           "peak_memory_gib", "warmup_cosine"]
 
 
 @dataclass
@@ -134,348 +111,246 @@ def _param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
 
 
 class TeacherLoop:
-    """Trains one built teacher. ``run()`` returns a :class:`LoopResult`."""
+    """Trains one built teacher. ``run()`` returns a :class:`LoopResult`.
 
-    def __init__(
-        self,
-        *,
-        teacher: Any,
-        loss_fn: Any,
-        train_set: Any,
-        val_set: Any,
-        evaluate: Any,
-        settings: LoopSettings,
-        accelerator: Any,
-        checkpoints: CheckpointManager,
-        adapter_dir: Path,
-        log_dir: Path | None,
-        reporter: Any,
-        stop: StopFlag,
-        resume: bool,
-    ) -> None:
-        self.teacher = teacher
-        self.loss_fn = loss_fn
-        self.train_set = train_set
-        self.val_set = val_set
-        self.evaluate_fn = evaluate
-        self.s = settings
-        self.acc = accelerator
-        self.ckpt = checkpoints
-        self.adapter_dir = adapter_dir
-        self.reporter = reporter
-        self.stop = stop
-        self.resume = resume
-        self.tb = TensorBoardLog(log_dir if accelerator.is_main_process else None)
-        self.ckpt.stopping = EarlyStopping(mode=settings.mode, patience=settings.patience, min_delta=settings.min_delta)
+    :param layout: the teacher's folders (:class:`teacherkit.layout.TeacherLayout`).
+    :param extra_hooks: run after the built-in evaluation, early-stopping, checkpoint and
+        logging hooks.
+    """
 
-    # -- set-up ------------------------------------------------------------------------------
-    def _loader(self, dataset: Any, sampler: EpochSampler, collate: Any) -> Any:
+    def __init__(self, *, teacher: Any, loss_fn: Any, train_set: Any, val_set: Any, evaluate: Any,
+                 settings: LoopSettings, accelerator: Any, layout: Any, reporter: Any, stop: StopFlag,
+                 resume: bool, extra_hooks: Sequence[Hook] = ()) -> None:
+        self.teacher, self.loss_fn, self.train_set = teacher, loss_fn, train_set
+        self.s, self.acc, self.layout = settings, accelerator, layout
+        self.reporter, self.stop, self.resume = reporter, stop, resume
+        self.stopping = EarlyStopping(mode=settings.mode, patience=settings.patience, min_delta=settings.min_delta)
+        self.state = TrainState()
+        self.checkpoints = CheckpointHook(layout)
+        # order matters: score the epoch, decide best/stop, save, then report what was saved
+        self.hooks: list[Hook] = [EvaluationHook(val_set, evaluate), EarlyStoppingHook(), self.checkpoints,
+                                  LoggingHook(layout.logs if accelerator.is_main_process else None), *extra_hooks]
+        self.resumed = self.improved = self.stop_training = False
+        self.partial = PartialEpoch()
+        self.consecutive_bad = 0
+        self.epoch_images = self.images_seen = 0
+        self.train_seconds = 0.0
+
+    def make_loader(self, dataset: Any, sampler: EpochSampler) -> Any:
         import torch
         from torch.utils.data import DataLoader
 
         generator = torch.Generator().manual_seed(self.s.seed + sampler.epoch)  # worker seeds independent of torch RNG
-        return DataLoader(
-            dataset,
-            batch_size=self.s.batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.s.num_workers,
-            pin_memory=self.acc.device.type == "cuda",
-            generator=generator,
-            persistent_workers=False,
-        )
+        return DataLoader(dataset, batch_size=self.s.batch_size, sampler=sampler,
+                          collate_fn=dataset.preprocessor.collate, num_workers=self.s.num_workers,
+                          pin_memory=self.acc.device.type == "cuda", generator=generator, persistent_workers=False)
 
+    # -- the loop ----------------------------------------------------------------------------
     def run(self) -> LoopResult:
+        self._build()
+        self._restore()
+        wall_start = time.perf_counter()
+        try:
+            for hook in self.hooks:
+                hook.after_restore(self)
+            if self.state.finished:
+                self.reporter.line(f"   already finished at epoch {self.state.epoch}; nothing to resume")
+                return self._result(wall_start)
+            for epoch in range(self.state.epoch, self.s.epochs):
+                self._train_epoch(epoch)
+                self._end_epoch(epoch)
+                if self.stop_training:
+                    break
+                if self.stop.requested and not self.state.finished:
+                    raise Interrupted(
+                        f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
+        finally:
+            for hook in self.hooks:
+                hook.after_train(self)
+        return self._result(wall_start)
+
+    def _build(self) -> None:
         import torch
 
         acc, s = self.acc, self.s
-        result = LoopResult()
         optimizer = torch.optim.AdamW(
             _param_groups(self.teacher.model, s.weight_decay), lr=s.lr,
             fused=acc.device.type == "cuda",  # one kernel for all parameters (measured in bench/)
         )
-        per_epoch = batches_per_epoch(len(EpochSampler(len(self.train_set), seed=s.seed, shuffle=True,
-                                                       rank=acc.process_index, world_size=acc.num_processes)),
-                                      s.batch_size)
-        updates_per_epoch = math.ceil(per_epoch / s.grad_accumulation)
-        total_updates = max(1, updates_per_epoch * s.epochs)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_updates, s.warmup_ratio))
-        model, optimizer = acc.prepare(self.teacher.model, optimizer)
+        self.sampler = EpochSampler(len(self.train_set), seed=s.seed, shuffle=True, rank=acc.process_index,
+                                    world_size=acc.num_processes)
+        self.per_epoch = batches_per_epoch(len(self.sampler), s.batch_size)
+        total_updates = max(1, math.ceil(self.per_epoch / s.grad_accumulation) * s.epochs)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_updates, s.warmup_ratio))
+        self.model, self.optimizer = acc.prepare(self.teacher.model, optimizer)
 
-        start_epoch, start_batch, global_step = 0, 0, 0
-        partial: dict[str, Any] = {"sums": {}, "count": 0}
-        if self.resume and self.ckpt.last_dir.exists():
-            trainable, state, meta = load_checkpoint(self.ckpt.last_dir)
-            self.teacher.load_trainable_state_dict(trainable)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if state.get("scaler") is not None and acc.scaler is not None:
-                acc.scaler.load_state_dict(state["scaler"])
-            self.ckpt.stopping.load_state_dict(state["early_stopping"])
-            result.history = list(state["history"])
-            result.nonfinite_steps = int(state["nonfinite_steps"])
-            start_epoch, start_batch, global_step = int(state["epoch"]), int(state["batch"]), int(state["step"])
-            partial = state.get("partial_epoch") or partial
-            rng = state["rng"][acc.process_index] if acc.process_index < len(state["rng"]) else state["rng"][0]
-            restore_rng_state(rng)
-            if meta.get("finished"):
-                self.reporter.line(f"   already finished at epoch {start_epoch}; nothing to resume")
-                result.best_metric, result.best_epoch = self.ckpt.stopping.best, self.ckpt.stopping.best_epoch
-                result.epochs_run = start_epoch
-                return result
-            self.reporter.line(f"   resuming at epoch {start_epoch + 1}, batch {start_batch}, step {global_step}")
-        else:
-            torch.manual_seed(s.seed)
-
-        sampler = EpochSampler(len(self.train_set), seed=s.seed, shuffle=True, rank=acc.process_index,
-                               world_size=acc.num_processes)
-        consecutive_bad = 0
-        images_seen, train_seconds = 0, 0.0
-        wall_start = time.perf_counter()
-        epoch = start_epoch
-        try:
-            for epoch in range(start_epoch, s.epochs):
-                first_batch = start_batch if epoch == start_epoch else 0
-                sampler.set_epoch(epoch, start=first_batch * s.batch_size)
-                self.train_set.set_epoch(epoch)
-                self.teacher.on_epoch_start(epoch)
-                loader = self._loader(self.train_set, sampler, self.train_set.preprocessor.collate)
-                model.train()
-                resumed_here = epoch == start_epoch and first_batch > 0
-                sums: dict[str, float] = dict(partial["sums"]) if resumed_here else {}
-                counted = int(partial["count"]) if resumed_here else 0
-                self._partial = {"sums": sums, "count": counted}
-                epoch_start = time.perf_counter()
-                batch_index = first_batch
-                with self.reporter.epoch_progress(epoch, s.epochs, per_epoch) as progress:
-                    if first_batch:
-                        progress.update(first_batch, {})
-                    for batch in loader:
-                        batch = move_to_device(batch, acc.device)
-                        sync = (batch_index + 1) % s.grad_accumulation == 0 or batch_index + 1 == per_epoch
-                        with acc.autocast():
-                            outputs = self.teacher.forward(model, batch)
-                            losses = self.loss_fn(outputs, batch)
-                        loss = losses["loss"]
-                        finite = torch.isfinite(loss.detach()).float()
-                        if acc.num_processes > 1:
-                            finite = acc.reduce(finite, reduction="mean")
-                        # One host read per step, taken here where the forward has already run: the
-                        # finite check and every loss value in one transfer. Reading the values after
-                        # the optimizer step instead would make the host wait for the backward too,
-                        # leaving the device idle while the next batch is prepared.
-                        names = list(losses)
-                        read = torch.stack([finite, *(losses[k].detach().float().reshape(()) for k in names)]).tolist()
-                        values = dict(zip(names, read[1:]))
-                        if read[0] < 1.0:
-                            # every rank skips together, so DDP's collectives stay matched
-                            optimizer.zero_grad(set_to_none=True)
-                            result.nonfinite_steps += 1
-                            consecutive_bad += 1
-                            if consecutive_bad >= s.max_nonfinite_steps:
-                                raise TrainingAborted(
-                                    f"{self.teacher.spec.name}: {consecutive_bad} consecutive steps with a non-finite "
-                                    f"loss (epoch {epoch + 1}, batch {batch_index}); lower training.lr, check the data "
-                                    f"with 'teacherkit validate', or try training.mixed_precision=no"
-                                )
-                            batch_index += 1
-                            progress.update(1, {"loss": float("nan")})
-                            continue
-                        consecutive_bad = 0
-                        if sync:
-                            acc.backward(loss / s.grad_accumulation)
-                        else:
-                            with acc.no_sync(model):
-                                acc.backward(loss / s.grad_accumulation)
-                        if sync:
-                            if s.grad_clip:
-                                acc.clip_grad_norm_(model.parameters(), s.grad_clip)
-                            optimizer.step()
-                            scheduler.step()
-                            optimizer.zero_grad(set_to_none=True)
-                            global_step += 1
-                        for key, value in values.items():
-                            sums[key] = sums.get(key, 0.0) + value
-                        counted += 1
-                        self._partial = {"sums": sums, "count": counted}
-                        images_seen += len(batch.get("image_ids", [])) or s.batch_size
-                        batch_index += 1
-                        progress.update(1, {"loss": values["loss"]})
-                        if sync and global_step % s.log_every == 0:
-                            self.tb.scalars("train", values, global_step)
-                            self.tb.scalars("train", {"lr": scheduler.get_last_lr()[0]}, global_step)
-                        if sync and self.stop.check(global_step) and batch_index < per_epoch:
-                            self._save(optimizer, scheduler, result, epoch, batch_index, global_step, finished=False)
-                            raise Interrupted(
-                                f"{self.teacher.spec.name}: stopped at epoch {epoch + 1}, batch {batch_index}; "
-                                f"checkpoint saved to {self.ckpt.last_dir}; continue with --resume"
-                            )
-                epoch_seconds = time.perf_counter() - epoch_start
-                train_seconds += epoch_seconds
-                if acc.num_processes > 1:  # epoch means over every rank's batches
-                    from accelerate.utils import gather_object
-
-                    parts = gather_object([(sums, counted)])
-                    counted = sum(c for _s, c in parts)
-                    sums = {k: sum(p.get(k, 0.0) for p, _c in parts) for k in sums}
-                metrics = self._evaluate(model)
-                row: dict[str, Any] = {"epoch": epoch + 1}
-                row.update({f"train_{k}": v / max(counted, 1) for k, v in sums.items()})
-                row.update(metrics)
-                row["seconds"] = round(epoch_seconds, 2)
-                row["peak_mem_gib"] = round(peak_memory_gib(acc.device), 3)
-                monitored = row.get(s.monitor)
-                if monitored is None:
-                    raise TrainingAborted(
-                        f"checkpointing.monitor {s.monitor!r} is not a metric of {self.teacher.spec.name}; "
-                        f"available: {', '.join(k for k in row if k not in ('epoch',))}"
-                    )
-                improved = self.ckpt.stopping.update(float(monitored), epoch + 1)
-                row["best"] = self.ckpt.stopping.best
-                result.history.append(row)
-                self.tb.scalars("val", scalar_items(metrics), epoch + 1)
-                self.tb.scalars("epoch", {"images_per_second": counted * s.batch_size / max(epoch_seconds, 1e-9),
-                                          "peak_memory_gib": row["peak_mem_gib"]}, epoch + 1)
-                stop_now = self.ckpt.should_stop() or epoch + 1 == s.epochs
-                self._save(optimizer, scheduler, result, epoch + 1, 0, global_step, finished=stop_now)
-                if improved:
-                    self._save_best()
-                self.reporter.epoch_row(self._display_row(row))
-                if self.ckpt.should_stop() and epoch + 1 < s.epochs:
-                    result.stopped_early = True
-                    self.reporter.line(
-                        f"   early stop: {s.monitor} has not improved by {s.min_delta} for {s.patience} epochs "
-                        f"(best {self.ckpt.stopping.best:.4f} at epoch {self.ckpt.stopping.best_epoch})"
-                    )
-                    epoch += 1
-                    break
-                if self.stop.requested:
-                    raise Interrupted(
-                        f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
-            else:
-                epoch = s.epochs
-        finally:
-            self.tb.close()
-        result.epochs_run = epoch
-        result.best_metric = self.ckpt.stopping.best
-        result.best_epoch = self.ckpt.stopping.best_epoch
-        result.seconds = time.perf_counter() - wall_start
-        result.images_per_second = images_seen * acc.num_processes / max(train_seconds, 1e-9)
-        result.peak_memory_gib = peak_memory_gib(acc.device)
-        return result
-
-    @staticmethod
-    def _display_row(row: dict[str, Any]) -> dict[str, Any]:
-        keep = {"epoch", "train_loss", "seconds", "peak_mem_gib", "best"}
-        out = {}
-        for key, value in row.items():
-            metric_like = key.split("_")[-1] in {"AP", "AP50", "mIoU", "mDice", "loss"}
-            if key in keep or (isinstance(value, float) and metric_like):
-                out[key] = value
-        return out
-
-    # -- evaluation ---------------------------------------------------------------------------
-    def _evaluate(self, model: Any) -> dict[str, Any]:
+    def _restore(self) -> None:
+        """Load ``last`` on ``--resume`` (after putting back a ``last.old`` a crash left)."""
         import torch
-        from accelerate.utils import broadcast_object_list, gather_object
 
-        acc = self.acc
-        if self.val_set is None:
-            return {}
-        sampler = EpochSampler(len(self.val_set), seed=0, shuffle=False, rank=acc.process_index,
-                               world_size=acc.num_processes)
-        loader = self._loader(self.val_set, sampler, self.val_set.preprocessor.collate)
-        model.eval()
-        predictions: list[dict[str, Any]] = []
-        loss_sum, loss_count = 0.0, 0
-        want_loss = self.teacher.spec.evaluation == "none" or self.s.monitor == "val_loss"
-        rng = capture_rng_state()  # evaluation must not shift the training RNG stream
-        with torch.no_grad():
-            for batch in loader:
-                batch = move_to_device(batch, acc.device)
-                with acc.autocast():
-                    if want_loss:
-                        loss_sum += float(self.loss_fn(self.teacher.forward(model, batch), batch)["loss"])
-                        loss_count += 1
-                    for per_image in self.teacher.predict(model, batch):
-                        predictions.extend(per_image)
-        restore_rng_state(rng)
-        model.train()
-        if acc.num_processes > 1:
-            predictions = gather_object(predictions)
-            losses = gather_object([(loss_sum, loss_count)])
-            loss_sum, loss_count = sum(x[0] for x in losses), sum(x[1] for x in losses)
-        metrics: dict[str, Any] = {}
-        if acc.is_main_process:
-            metrics = self.evaluate_fn(_dedupe(predictions))
-            if want_loss:
-                metrics["val_loss"] = loss_sum / max(loss_count, 1)
-        if acc.num_processes > 1:
-            box = [metrics]
-            broadcast_object_list(box, from_process=0)
-            metrics = box[0]
-        return metrics
-
-    # -- persistence --------------------------------------------------------------------------
-    def _save(self, optimizer: Any, scheduler: Any, result: LoopResult, epoch: int, batch: int, step: int,
-              *, finished: bool) -> None:
-        from accelerate.utils import gather_object
-
-        acc = self.acc
-        rng = capture_rng_state()
-        rngs = gather_object([rng]) if acc.num_processes > 1 else [rng]
-        if acc.is_main_process:
-            state = {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
-                "rng": rngs,
-                "epoch": epoch,
-                "batch": batch,
-                "step": step,
-                "early_stopping": self.ckpt.stopping.state_dict(),
-                "history": result.history,
-                "nonfinite_steps": result.nonfinite_steps,
-                # loss sums of a part-done epoch, so its mean after a resume covers every batch
-                "partial_epoch": getattr(self, "_partial", None) if batch else None,
-            }
-            meta = {
-                "teacher": self.teacher.spec.name,
-                "epoch": epoch,
-                "batch": batch,
-                "step": step,
-                "finished": finished,
-                "best": self.ckpt.stopping.best,
-                "best_epoch": self.ckpt.stopping.best_epoch,
-                "last_metrics": result.history[-1] if result.history else {},
-            }
-            self.ckpt.save("last", self.teacher.trainable_state_dict(), state, meta)
-        acc.wait_for_everyone()
-
-    def _save_best(self) -> None:
-        import shutil
-
-        from teacherkit.atomic import atomic_replace_dir
+        from teacherkit.atomic import recover_dir
 
         if self.acc.is_main_process:
-            self.ckpt.copy_last_to_best()
-            tmp = self.adapter_dir.with_name(f".{self.adapter_dir.name}.tmp")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            self.teacher.save_adapter(tmp)
-            atomic_replace_dir(tmp, self.adapter_dir)
+            for folder in (self.layout.last, self.layout.best, self.layout.adapter):
+                recover_dir(folder)
         self.acc.wait_for_everyone()
+        if not (self.resume and self.layout.last.exists()):
+            torch.manual_seed(self.s.seed)
+            return
+        trainable, state = load_train_state(self.layout.last)
+        self.teacher.load_trainable_state_dict(trainable)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if state.scaler is not None and self.acc.scaler is not None:
+            self.acc.scaler.load_state_dict(state.scaler)
+        self.stopping.load_state_dict(state.early_stopping)
+        restore_rng_state(state.rng_for(self.acc.process_index))
+        self.state, self.resumed = state, True
+        if not state.finished:
+            self.reporter.line(f"   resuming at epoch {state.epoch + 1}, batch {state.batch}, step {state.step}")
 
+    def _train_epoch(self, epoch: int) -> None:
+        s = self.s
+        first_batch = self.state.batch if epoch == self.state.epoch else 0
+        self.partial = self.state.partial if first_batch and self.state.partial else PartialEpoch()
+        self.sampler.set_epoch(epoch, start=first_batch * s.batch_size)
+        self.train_set.set_epoch(epoch)
+        self.teacher.on_epoch_start(epoch)
+        loader = self.make_loader(self.train_set, self.sampler)
+        self.model.train()
+        started, self.epoch_images = time.perf_counter(), 0
+        batch_index = first_batch
+        with self.reporter.epoch_progress(epoch, s.epochs, self.per_epoch) as progress:
+            if first_batch:
+                progress.update(first_batch, {})
+            for batch in loader:
+                images = len(batch.get("image_ids", [])) or s.batch_size
+                sync = (batch_index + 1) % s.grad_accumulation == 0 or batch_index + 1 == self.per_epoch
+                values = self._step(batch, sync, epoch, batch_index)
+                batch_index += 1
+                progress.update(1, {"loss": values["loss"] if values else float("nan")})
+                if values is None:
+                    continue
+                self.partial.add(values)
+                self.images_seen += images
+                self.epoch_images += s.batch_size
+                if sync:
+                    for hook in self.hooks:
+                        hook.after_step(self, values)
+                    if self.stop.check(self.state.step) and batch_index < self.per_epoch:
+                        self._interrupt(epoch, batch_index)
+        self.epoch_seconds = time.perf_counter() - started
+        self.train_seconds += self.epoch_seconds
 
-def _dedupe(predictions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Padding of the last shard repeats images across ranks; keep one copy of each."""
-    seen: set[Any] = set()
-    out = []
-    for pred in predictions:
-        key = (pred.get("image_id"), pred.get("annotation_id"), tuple(pred.get("bbox", ()) or ()),
-               pred.get("category_id"), pred.get("score"))
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(pred)
-    return out
+    def _step(self, batch: Any, sync: bool, epoch: int, batch_index: int) -> dict[str, float] | None:
+        """Forward, backward and (on ``sync``) an optimizer update; the loss values, or
+        ``None`` when the loss was not finite on some process and every process skipped."""
+        import torch
+
+        acc, s = self.acc, self.s
+        batch = move_to_device(batch, acc.device)
+        with acc.autocast():
+            losses = self.loss_fn(self.teacher.forward(self.model, batch), batch)
+        loss = losses["loss"]
+        finite = torch.isfinite(loss.detach()).float()
+        if acc.num_processes > 1:
+            finite = acc.reduce(finite, reduction="mean")
+        # One host read per step, taken here where the forward has already run: the finite
+        # check and every loss value in one transfer. Reading the values after the optimizer
+        # step instead would make the host wait for the backward too, leaving the device idle
+        # while the next batch is prepared.
+        names = list(losses)
+        read = torch.stack([finite, *(losses[k].detach().float().reshape(()) for k in names)]).tolist()
+        if read[0] < 1.0:
+            self._skip_step(epoch, batch_index)  # every rank skips together: DDP's collectives stay matched
+            return None
+        self.consecutive_bad = 0
+        if sync:
+            acc.backward(loss / s.grad_accumulation)
+            if s.grad_clip:
+                acc.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state.step += 1
+        else:
+            with acc.no_sync(self.model):
+                acc.backward(loss / s.grad_accumulation)
+        return dict(zip(names, read[1:]))
+
+    def _skip_step(self, epoch: int, batch_index: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.nonfinite_steps += 1
+        self.consecutive_bad += 1
+        if self.consecutive_bad >= self.s.max_nonfinite_steps:
+            raise TrainingAborted(
+                f"{self.teacher.spec.name}: {self.consecutive_bad} consecutive steps with a non-finite loss "
+                f"(epoch {epoch + 1}, batch {batch_index}); lower training.lr, check the data with "
+                f"'teacherkit validate', or try training.mixed_precision=no; the last good checkpoint is kept "
+                f"in {self.layout.last}"
+            )
+
+    def _interrupt(self, epoch: int, batch_index: int) -> None:
+        self.check_weights(f"epoch {epoch + 1}, batch {batch_index}")
+        self.state.batch, self.state.partial, self.state.finished = batch_index, self.partial, False
+        self.checkpoints.save(self, self.layout.last)
+        raise Interrupted(
+            f"{self.teacher.spec.name}: stopped at epoch {epoch + 1}, batch {batch_index}; "
+            f"checkpoint saved to {self.layout.last}; continue with --resume"
+        )
+
+    def _end_epoch(self, epoch: int) -> None:
+        sums, counted = self.partial.sums, self.partial.count
+        if self.acc.num_processes > 1:  # epoch means over every rank's batches
+            from accelerate.utils import gather_object
+
+            parts = gather_object([(sums, counted)])
+            counted = sum(c for _s, c in parts)
+            sums = {k: sum(p.get(k, 0.0) for p, _c in parts) for k in sums}
+        self.check_weights(f"the end of epoch {epoch + 1}")
+        row: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": v / max(counted, 1) for k, v in sums.items()}}
+        row["seconds"] = round(self.epoch_seconds, 2)
+        row["peak_mem_gib"] = round(peak_memory_gib(self.acc.device), 3)
+        self.improved = False
+        for hook in self.hooks:
+            hook.score_epoch(self, row)
+        state = self.state
+        state.history.append(row)
+        state.epoch, state.batch, state.partial = epoch + 1, 0, None
+        state.finished = self.stopping.should_stop() or epoch + 1 == self.s.epochs
+        for hook in self.hooks:
+            hook.after_epoch(self, row)
+
+    # -- state ---------------------------------------------------------------------------------
+    def check_weights(self, where: str) -> None:
+        """Stop before saving weights that hold NaN or infinity: the last good checkpoint stays."""
+        bad = nonfinite_tensors(self.teacher.trainable_state_dict())
+        if bad:
+            raise TrainingAborted(
+                f"{self.teacher.spec.name}: trainable weights became non-finite at {where} "
+                f"({len(bad)} tensors, e.g. {', '.join(bad[:3])}); nothing was saved from this point, the last "
+                f"good checkpoint is kept in {self.layout.last}; lower training.lr or training.grad_clip"
+            )
+
+    def capture_state(self) -> TrainState:
+        """The loop's :class:`TrainState` with the engine states filled in (a collective:
+        every process calls it)."""
+        from accelerate.utils import gather_object
+
+        rng = capture_rng_state()
+        state = self.state
+        state.rng = gather_object([rng]) if self.acc.num_processes > 1 else [rng]
+        state.optimizer = self.optimizer.state_dict()
+        state.scheduler = self.scheduler.state_dict()
+        state.scaler = self.acc.scaler.state_dict() if self.acc.scaler is not None else None
+        state.early_stopping = self.stopping.state_dict()
+        return state
+
+    def _result(self, wall_start: float) -> LoopResult:
+        return LoopResult(
+            history=self.state.history, best_metric=self.stopping.best, best_epoch=self.stopping.best_epoch,
+            epochs_run=self.state.epoch, stopped_early=self.stop_training,
+            nonfinite_steps=self.state.nonfinite_steps, seconds=time.perf_counter() - wall_start,
+            images_per_second=self.images_seen * self.acc.num_processes / max(self.train_seconds, 1e-9),
+            peak_memory_gib=peak_memory_gib(self.acc.device),
+        )

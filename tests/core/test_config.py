@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from teacherkit.config import (
@@ -126,3 +128,125 @@ def test_every_field_has_a_description(model):
     assert len(rows) > 40
     missing = [key for key, _t, _d, help_text in rows if not help_text]
     assert missing == []
+
+
+# -- every float is finite -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "key"),
+    [
+        (["training.lr=inf"], "training.lr"),
+        (["training.lr=.inf"], "training.lr"),
+        (["training.lr=nan"], "training.lr"),
+        (["training.lr=-.inf"], "training.lr"),
+        (["training.grad_clip=.nan"], "training.grad_clip"),
+        (["checkpointing.min_delta=inf"], "checkpointing.min_delta"),
+        (["training.replay.fraction=inf"], "training.replay.fraction"),
+        (["teachers.sam.focal_weight=inf"], "teachers.sam.focal_weight"),
+        (["teachers.grounding_dino.lr=nan"], "teachers.grounding_dino.lr"),
+        (["teachers.sam.lora.dropout=nan"], "teachers.sam.lora.dropout"),
+    ],
+)
+def test_non_finite_floats_are_refused_naming_the_key(model, sets, key):
+    with pytest.raises(ConfigError, match=re.escape(key) + ".*finite"):
+        resolve_config(model, sets=sets)
+
+
+def test_non_finite_floats_in_a_file_and_in_a_plugin_sub_model_are_refused(model, tmp_path):
+    from pydantic import BaseModel, Field
+
+    from teacherkit.config import TeacherConfig, build_config_model
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("training:\n  weight_decay: .inf\n")
+    with pytest.raises(ConfigError, match=r"training\.weight_decay.*finite"):
+        resolve_config(model, config_file=cfg_file)
+
+    class Schedule(BaseModel):  # a plugin's own sub-model, not a teacherkit section
+        gamma: float = Field(0.5, description="decay")
+
+    class Custom(TeacherConfig):
+        schedule: Schedule = Field(default_factory=Schedule, description="schedule")
+
+    with pytest.raises(ConfigError, match=r"teachers\.custom\.schedule\.gamma: must be a finite number"):
+        resolve_config(build_config_model({"custom": Custom}), sets=["teachers.custom.schedule.gamma=inf"])
+    saved = tmp_path / "saved.yaml"
+    saved.write_text("teachers:\n  custom:\n    schedule:\n      gamma: .nan\n")
+    with pytest.raises(ConfigError, match=re.escape(str(saved))):
+        load_config_yaml(build_config_model({"custom": Custom}), saved)
+
+
+def test_cli_refuses_a_non_finite_lr_with_exit_2(tmp_path, capsys):
+    from teacherkit.cli import run
+
+    out = tmp_path / "x"
+    assert run(["train", "--data", str(tmp_path / "t.json"), "--output", str(out), "--set", "training.lr=inf"]) == 2
+    err = capsys.readouterr().err
+    assert "training.lr" in err and "finite" in err and "Traceback" not in err
+    assert run(["train", "--data", str(tmp_path / "t.json"), "--output", str(out), "--lr", "nan"]) == 2
+    assert "training.lr" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# -- command-line flags ----------------------------------------------------------------------
+
+
+def _train_config(model, *, training=None, lora_r=None, preset=None, config_file=None, sets=()):
+    from teacherkit.training.commands import resolve_train_config
+
+    return resolve_train_config(model, training=training or {}, lora_r=lora_r, preset=preset,
+                                config_file=config_file, sets=list(sets))
+
+
+def test_a_flag_beats_a_per_teacher_value_from_the_file(model, tmp_path):
+    from teacherkit.training.settings import LoopSettings
+
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("teachers:\n  sam:\n    epochs: 12\n    lr: 0.5\n  grounding_dino:\n    batch_size: 9\n")
+    from_file = _train_config(model, config_file=cfg_file)
+    assert from_file.teachers.sam.epochs == 12  # without a flag the file's per-teacher value holds
+    cfg = _train_config(model, training={"epochs": 2, "batch_size": 3}, config_file=cfg_file)
+    sam = type("Spec", (), {"name": "sam", "primary_metric": "loss", "metric_mode": "min"})
+    settings = LoopSettings.from_config(cfg, sam)
+    assert (settings.epochs, settings.lr) == (2, 0.5)  # --epochs wins; lr had no flag
+    assert cfg.teachers.grounding_dino.batch_size is None and cfg.training.batch_size == 3
+    # --set is above the flags
+    cfg = _train_config(model, training={"epochs": 2}, config_file=cfg_file, sets=["teachers.sam.epochs=5"])
+    assert cfg.teachers.sam.epochs == 5
+
+
+def test_lora_r_applies_only_to_teachers_that_fine_tune_with_lora(model, tmp_path):
+    cfg = _train_config(model, lora_r=4)
+    assert cfg.teachers.sam.lora.r == 4 and cfg.teachers.grounding_dino.lora.r == 4
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("teachers:\n  sam:\n    finetune: lora\n")
+    cfg = _train_config(model, lora_r=4, preset="tiny", config_file=cfg_file)  # tiny: full fine-tuning
+    assert cfg.teachers.grounding_dino.finetune == "full" and cfg.teachers.grounding_dino.lora.r == 16
+    assert cfg.teachers.sam.finetune == "lora" and cfg.teachers.sam.lora.r == 4
+    cfg = _train_config(model, lora_r=4, sets=["teachers.sam.lora.r=2"])
+    assert cfg.teachers.sam.lora.r == 2 and cfg.teachers.grounding_dino.lora.r == 4
+
+
+def test_lora_r_with_no_lora_teacher_says_so(model, capsys):
+    cfg = _train_config(model, lora_r=4, preset="tiny")
+    assert all(cfg.teacher(n).lora.r == 16 for n in ("sam", "grounding_dino"))
+    assert "--lora-r: no teacher fine-tunes with LoRA" in capsys.readouterr().err
+
+
+# -- dataset facts -----------------------------------------------------------------------------
+
+
+def test_dataset_facts_are_recorded_in_the_saved_config(model, tmp_path):
+    from types import SimpleNamespace
+
+    from teacherkit.config import dataset_facts, with_dataset_facts
+
+    info = SimpleNamespace(num_classes=2, class_names=["cat", "dog"])
+    cfg = with_dataset_facts(resolve_config(model), info)
+    assert cfg.dataset.num_classes == 2 and cfg.dataset.class_names == ["cat", "dog"]
+    path = tmp_path / "teacher_config.yaml"
+    cfg.save(path)
+    assert "class_names:\n  - cat\n  - dog" in path.read_text()
+    assert load_config_yaml(model, path) == cfg
+    assert resolve_config(model, dataset_facts=dataset_facts(info)).dataset == cfg.dataset

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from teacherkit import hookimpl
@@ -49,6 +50,10 @@ def test_outputs_of_a_run(kp_host, kp_data, tmp_path):
     assert list((out / "logs" / TEACHER).glob("events.out.tfevents.*"))
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["status"] == "finished"
+    # the data's classes are recorded in the saved config (informational section)
+    saved = yaml.safe_load((out / "teacher_config.yaml").read_text())
+    assert saved["dataset"] == {"num_classes": len(meta["data"]["classes"]), "class_names": meta["data"]["classes"]}
+    assert meta["data"]["classes"]
     assert meta["data"]["train"]["fingerprint"].startswith("sha256:")
     assert meta["versions"]["torch"] and meta["device"]["type"] == "cpu"
     assert meta["teachers"][TEACHER]["final_metrics"]["epoch"] == 3

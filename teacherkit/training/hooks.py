@@ -1,0 +1,158 @@
+"""Behaviour around the training loop: evaluation, early stopping, checkpoints, logging.
+
+:class:`~teacherkit.training.loop.TeacherLoop` runs the steps and calls, in list order:
+
+``after_restore``  once, after ``--resume`` loaded ``last`` (or nothing was loaded);
+``after_step``     after every optimizer update, with the step's loss values;
+``score_epoch``    at the end of an epoch, to add to its metrics row;
+``after_epoch``    once the row is complete and recorded in the loop's ``TrainState``;
+``after_train``    always, last (``finally``).
+
+Hook state that must survive a resume lives in the loop's ``TrainState`` (early stopping
+is the only one), so it is written with the checkpoint and read back from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from teacherkit.training.stopping import TrainingAborted
+from teacherkit.training.tracking import TensorBoardLog, scalar_items
+from teacherkit.training.validation import validation_metrics
+
+if TYPE_CHECKING:
+    from teacherkit.layout import TeacherLayout
+    from teacherkit.training.loop import TeacherLoop
+
+
+class Hook:
+    """Does nothing at every point; subclasses override what they need."""
+
+    def after_restore(self, loop: TeacherLoop) -> None:
+        pass
+
+    def after_step(self, loop: TeacherLoop, values: dict[str, float]) -> None:
+        pass
+
+    def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        pass
+
+    def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        pass
+
+    def after_train(self, loop: TeacherLoop) -> None:
+        pass
+
+
+class EvaluationHook(Hook):
+    """Scores the validation set every epoch (see :mod:`teacherkit.training.validation`)."""
+
+    def __init__(self, val_set: Any, evaluate: Any) -> None:
+        self.val_set = val_set
+        self.evaluate = evaluate
+
+    def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        if self.val_set is not None:
+            row.update(validation_metrics(loop, self.val_set, self.evaluate))
+
+
+class EarlyStoppingHook(Hook):
+    """Feeds the monitored metric to the loop's :class:`EarlyStopping`; marks the epoch as
+    the best when it improves and asks the loop to stop when patience runs out."""
+
+    def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        monitor = loop.s.monitor
+        if row.get(monitor) is None:
+            raise TrainingAborted(
+                f"checkpointing.monitor {monitor!r} is not a metric of {loop.teacher.spec.name}; "
+                f"available: {', '.join(k for k in row if k != 'epoch')}"
+            )
+        loop.improved = loop.stopping.update(float(row[monitor]), row["epoch"])
+        row["best"] = loop.stopping.best
+        if loop.stopping.should_stop() and row["epoch"] < loop.s.epochs:
+            loop.stop_training = True
+
+
+class CheckpointHook(Hook):
+    """Saves ``best`` (with the adapter) and then ``last`` each epoch.
+
+    Order is what keeps them honest after a kill: ``best`` of epoch N and its adapter are
+    committed before the ``last`` whose state says "best epoch N"; a kill in between leaves
+    a ``last`` of epoch N-1 that still names the old best, and the resumed run redoes epoch
+    N. On resume, :func:`~teacherkit.training.best.reconcile_best` repairs what a kill (or a
+    hand) left inconsistent."""
+
+    def __init__(self, layout: TeacherLayout) -> None:
+        self.layout = layout
+
+    def after_restore(self, loop: TeacherLoop) -> None:
+        from teacherkit.training.best import reconcile_best
+
+        if loop.resumed:
+            reconcile_best(loop, self.layout)
+
+    def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        if loop.improved:
+            self.save(loop, self.layout.best, with_adapter=True)
+        self.save(loop, self.layout.last)
+
+    def save(self, loop: TeacherLoop, final: Path, *, with_adapter: bool = False) -> None:
+        """Save the loop's state to ``final`` (every process takes part; the main one writes)."""
+        from teacherkit.atomic import atomic_dir
+        from teacherkit.training.checkpoint import save_checkpoint
+
+        state = loop.capture_state()
+        if loop.acc.is_main_process:
+            save_checkpoint(final, loop.teacher.trainable_state_dict(), state.to_state(),
+                            state.to_meta(loop.teacher.spec.name))
+            if with_adapter:
+                with atomic_dir(self.layout.adapter) as tmp:
+                    loop.teacher.save_adapter(tmp)
+        loop.acc.wait_for_everyone()
+
+
+class LoggingHook(Hook):
+    """TensorBoard scalars and the console's epoch rows.
+
+    The writer is opened when the hook is built, before ``--resume`` restores the RNG
+    states: opening it (importing tensorboard) draws random numbers, which after the
+    restore would shift the resumed run away from the uninterrupted one."""
+
+    def __init__(self, log_dir: Path | None) -> None:
+        self.tb = TensorBoardLog(log_dir)
+
+    def after_step(self, loop: TeacherLoop, values: dict[str, float]) -> None:
+        step = loop.state.step
+        if step % loop.s.log_every == 0:
+            self.tb.scalars("train", values, step)
+            self.tb.scalars("train", {"lr": loop.scheduler.get_last_lr()[0]}, step)
+
+    def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        board, epoch = self.tb, row["epoch"]
+        metrics = {k: v for k, v in row.items() if k not in ("epoch", "seconds", "peak_mem_gib", "best")
+                   and not k.startswith("train_")}
+        board.scalars("val", scalar_items(metrics), epoch)
+        board.scalars("epoch", {"images_per_second": loop.epoch_images / max(row["seconds"], 1e-9),
+                                "peak_memory_gib": row["peak_mem_gib"]}, epoch)
+        loop.reporter.epoch_row(display_row(row))
+        if loop.stop_training:
+            s, stopping = loop.s, loop.stopping
+            loop.reporter.line(
+                f"   early stop: {s.monitor} has not improved by {s.min_delta} for {s.patience} epochs "
+                f"(best {stopping.best:.4f} at epoch {stopping.best_epoch})"
+            )
+
+    def after_train(self, loop: TeacherLoop) -> None:
+        self.tb.close()
+
+
+def display_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The columns of an epoch row worth a console column: position, losses, headline metrics."""
+    keep = {"epoch", "train_loss", "seconds", "peak_mem_gib", "best"}
+    out = {}
+    for key, value in row.items():
+        metric_like = key.split("_")[-1] in {"AP", "AP50", "mIoU", "mDice", "loss"}
+        if key in keep or (isinstance(value, float) and metric_like):
+            out[key] = value
+    return out
