@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from dino_helpers import make_teacher, random_sample, shapes_info
 
+from teacherkit.adapters import AdapterError
 from teacherkit.errors import TeacherkitError
 from teacherkit_dino import load_grounding_dino_with_lora
 from teacherkit_dino.config import DEFAULT_LORA_TARGETS
@@ -79,31 +81,128 @@ def test_get_input_embeddings_is_the_text_word_embeddings():
     assert emb is teacher.hf_model.model.text_backbone.embeddings.word_embeddings
 
 
-@pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_lora_adapter_round_trip_is_exact(tmp_path):
-    teacher = make_teacher(shapes_info(), finetune="lora")
-    batch = batch_for(teacher)
+def tuned_lora_teacher(**overrides):
+    teacher = make_teacher(shapes_info(), finetune="lora", **overrides)
     with torch.no_grad():  # stand in for training: move every trainable weight
         for p in teacher.model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
+    return teacher
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_lora_adapter_round_trip_is_exact_and_only_peft_files(tmp_path):
+    teacher = tuned_lora_teacher()
+    batch = batch_for(teacher)
     tuned = logits_of(teacher, batch)
     teacher.save_adapter(tmp_path / "adapter")
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "box_head.safetensors"} <= files
+    # every trained weight is in peft's own files: the box head as modules_to_save
+    assert files == {"adapter_config.json", "adapter_model.safetensors", "teacherkit_adapter.json", "README.md"}
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert sorted(config["modules_to_save"]) == ["bbox_embed.0", "bbox_embed.1"]
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "square" in card and "load_adapter" in card and "PeftModel.from_pretrained" in card
 
     fresh = make_teacher(shapes_info(), finetune="lora")
     assert not torch.equal(logits_of(fresh, batch), tuned)
     fresh.load_adapter(tmp_path / "adapter")
     assert torch.equal(logits_of(fresh, batch), tuned)
+    # the head and the decoder's refinement copy stay one set of weights after loading
+    hf = fresh.hf_model
+    head = hf.bbox_embed[0].modules_to_save["default"]
+    assert head is hf.model.decoder.bbox_embed[0].modules_to_save["default"]
+    assert head is hf.bbox_embed[1].modules_to_save["default"]  # one head for every layer, as in the base
 
-    # The adapter is plain PEFT: peft loads it onto the base by itself.
-    from peft import PeftModel
 
-    base = make_teacher(shapes_info(), finetune="full").hf_model
-    plain = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
-    lora_keys = {k for k in plain.state_dict() if "lora_" in k}
-    assert lora_keys and all(torch.equal(plain.state_dict()[k], fresh.model.state_dict()[k]) for k in lora_keys)
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_plain_peft_on_transformers_class_reproduces_predictions(tmp_path):
+    from transformers import GroundingDinoForObjectDetection
+
+    from teacherkit_dino import load_adapter
+
+    teacher = tuned_lora_teacher()
+    batch = batch_for(teacher)
+    teacher.model.eval()
+    with torch.no_grad():
+        expected = teacher.forward(teacher.model, batch)
+    teacher.save_adapter(tmp_path / "adapter")
+    teacher.save_base(tmp_path / "base")
+    base = GroundingDinoForObjectDetection.from_pretrained(tmp_path / "base")
+    assert type(base) is GroundingDinoForObjectDetection
+    model = load_adapter(base, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        got = teacher.forward(model, batch)
+    assert torch.equal(got["logits"], expected["logits"])
+    assert torch.equal(got["pred_boxes"], expected["pred_boxes"])
+
+
+def write_legacy_adapter(teacher, directory):
+    """The layout of earlier versions: LoRA-only peft files, the box head beside them."""
+    from safetensors.torch import save_file
+
+    from teacherkit.adapters import wrap_with_lora
+    from teacherkit_dino.modeling import TEXT_EMBEDDINGS
+
+    plain = wrap_with_lora(make_teacher(shapes_info(), finetune="full").hf_model, teacher.config.lora,
+                           target_modules=DEFAULT_LORA_TARGETS, input_embeddings=TEXT_EMBEDDINGS)
+    lora = {k: v for k, v in teacher.model.state_dict().items() if "lora_" in k}
+    assert not plain.load_state_dict(lora, strict=False).unexpected_keys
+    plain.save_pretrained(str(directory))
+    head = {n: p.detach().contiguous() for n, p in box_head_parameters(teacher.hf_model).items()}
+    save_file(head, str(directory / "box_head.safetensors"))
+    (directory / "teacherkit_adapter.json").write_text(json.dumps({
+        "teacher": "grounding_dino", "finetune": "lora", "base": "tiny", "train_box_head": True,
+        "lora": teacher.config.lora.model_dump(), "class_names": ["square", "triangle", "circle"],
+        "category_ids": [0, 3, 7]}))
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_adapter_of_the_earlier_layout_still_loads(tmp_path):
+    from transformers import GroundingDinoForObjectDetection
+
+    from teacherkit_dino import load_adapter
+
+    teacher = tuned_lora_teacher()
+    batch = batch_for(teacher)
+    tuned = logits_of(teacher, batch)
+    write_legacy_adapter(teacher, tmp_path / "old")
+    fresh = make_teacher(shapes_info(), finetune="lora")
+    fresh.load_adapter(tmp_path / "old")
+    assert torch.equal(logits_of(fresh, batch), tuned)
+    # saving again writes the standard layout (the conversion the docs describe)
+    fresh.save_adapter(tmp_path / "new")
+    assert not (tmp_path / "new" / "box_head.safetensors").exists()
+    teacher.save_base(tmp_path / "base")
+    plain = load_adapter(GroundingDinoForObjectDetection.from_pretrained(tmp_path / "base"), tmp_path / "old")
+    with torch.no_grad():
+        assert torch.equal(teacher.forward(plain.eval(), batch)["logits"], tuned)
+    with pytest.raises(AdapterError, match="train_box_head=true"):
+        make_teacher(shapes_info(), finetune="lora", train_box_head=False).load_adapter(tmp_path / "old")
+
+
+def test_lora_mismatch_names_the_folder_and_the_difference(tmp_path):
+    make_teacher(shapes_info(), finetune="lora", lora={"r": 4, "alpha": 8}).save_adapter(tmp_path / "r4")
+    with pytest.raises(AdapterError, match=r"r4: adapter does not fit.*r=4 in the folder, r=8 in the model"):
+        make_teacher(shapes_info(), finetune="lora", lora={"r": 8, "alpha": 8}).load_adapter(tmp_path / "r4")
+    with pytest.raises(AdapterError, match="modules_to_save"):
+        make_teacher(shapes_info(), finetune="lora", lora={"r": 4, "alpha": 8},
+                     train_box_head=False).load_adapter(tmp_path / "r4")
+    with pytest.raises(AdapterError, match="not a teacherkit Grounding DINO adapter"):
+        make_teacher(shapes_info(), finetune="lora").load_adapter(tmp_path)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_unfrozen_backbone_is_saved_in_the_adapter(tmp_path):
+    teacher = tuned_lora_teacher(freeze_backbone=False)
+    batch = batch_for(teacher)
+    tuned = logits_of(teacher, batch)
+    teacher.save_adapter(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "model.backbone" in config["modules_to_save"]
+    fresh = make_teacher(shapes_info(), finetune="lora", freeze_backbone=False)
+    fresh.load_adapter(tmp_path / "adapter")
+    assert torch.equal(logits_of(fresh, batch), tuned)
 
 
 def test_full_adapter_round_trip_and_mode_mismatch(tmp_path):
@@ -117,7 +216,7 @@ def test_full_adapter_round_trip_and_mode_mismatch(tmp_path):
     fresh = make_teacher(shapes_info(), finetune="full")
     fresh.load_adapter(tmp_path / "full")
     assert torch.equal(logits_of(fresh, batch), tuned)
-    with pytest.raises(TeacherkitError, match="finetune='full'"):
+    with pytest.raises(AdapterError, match="trained with finetune 'full'.*has finetune 'lora'"):
         make_teacher(shapes_info(), finetune="lora").load_adapter(tmp_path / "full")
 
 

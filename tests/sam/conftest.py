@@ -15,7 +15,7 @@ def load_samples(json_path: Path) -> list[dict[str, Any]]:
     """Every image of a COCO file as a :class:`teacherkit.types.Sample`."""
     from PIL import Image
 
-    from teacherkit_sam.masks import segmentation_to_mask
+    from teacherkit.data.masks import segmentation_to_mask
 
     data = json.loads(Path(json_path).read_text())
     by_image: dict[int, list[dict[str, Any]]] = {}

@@ -68,7 +68,7 @@ def test_loading_an_adapter_into_a_different_setup_is_refused(tmp_path):
     load_sam_with_lora("tiny", image_size=64, r=4).save_adapter(tmp_path / "r4")
     with pytest.raises(TeacherkitError, match="r=4.*r=8"):
         load_sam_with_lora("tiny", image_size=64, r=8).load_adapter(tmp_path / "r4")
-    with pytest.raises(TeacherkitError, match="trained as 'lora'.*'full'"):
+    with pytest.raises(TeacherkitError, match="trained with tuning 'lora'.*has tuning 'full'"):
         load_sam_with_lora("tiny", image_size=64, finetune="full").load_adapter(tmp_path / "r4")
     with pytest.raises(TeacherkitError, match="not a SAM adapter"):
         load_sam_with_lora("tiny", image_size=64).load_adapter(tmp_path)
@@ -99,3 +99,29 @@ def test_adapter_scale_moves_between_base_and_tuned(setup, shapes_samples):
     assert not torch.allclose(half, base_out) and not torch.allclose(half, tuned_out)
     tuned.set_adapter_scale(1.0)
     torch.testing.assert_close(_outputs(tuned, batch)["pred_masks"], tuned_out, rtol=0, atol=0)
+
+
+def test_adapter_folder_has_the_one_metadata_file_and_a_model_card(tmp_path):
+    teacher = load_sam_with_lora("tiny", image_size=64, r=4)
+    teacher.save_adapter(tmp_path / "adapter")
+    meta = json.loads((tmp_path / "adapter" / "teacherkit_adapter.json").read_text())
+    assert meta["teacher"] == "sam" and meta["tuning"] == "lora" and meta["extra"] == {"image_size": 64}
+    assert meta["lora"]["r"] == 4 and meta["format"] == 1
+    card = (tmp_path / "adapter" / "README.md").read_text()
+    assert "PeftModel.from_pretrained" in card and "tuning `lora`" in card
+
+
+def test_adapter_with_the_earlier_metadata_name_still_loads(shapes_samples, tmp_path):
+    trained = load_sam_with_lora("tiny", image_size=64, r=4)
+    train_steps(trained, shapes_samples[:2], steps=1, lr=1e-2)
+    batch = _eval_batch(trained, shapes_samples[:2])
+    folder = tmp_path / "adapter"
+    trained.save_adapter(folder)
+    (folder / "teacherkit_adapter.json").unlink()  # the layout of earlier versions
+    (folder / "teacherkit_sam.json").write_text(json.dumps(
+        {"teacher": "sam", "tuning": "lora", "image_size": 64, "base": "tiny", "lora": {"r": 4}}))
+    fresh = load_sam_with_lora("tiny", image_size=64, r=4)
+    fresh.load_adapter(folder)
+    assert torch.equal(_outputs(fresh, batch)["pred_masks"], _outputs(trained, batch)["pred_masks"])
+    with pytest.raises(TeacherkitError, match="image_size 64.*image_size 128"):
+        load_sam_with_lora("tiny", image_size=128, r=4).load_adapter(folder)

@@ -112,7 +112,7 @@ def test_plugin_module_and_package_import_no_torch():
 def test_prediction_entries_follow_the_contract():
     import numpy as np
 
-    from teacherkit_sam.masks import rle_to_mask
+    from teacherkit.data.masks import rle_to_mask
 
     teacher = load_sam_with_lora("tiny", **TINY)
     masks = np.zeros((3, 50, 70), np.uint8)

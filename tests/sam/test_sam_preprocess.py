@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from conftest import make_sample
 
+from teacherkit.data.masks import segmentation_to_mask
 from teacherkit.errors import DataError
-from teacherkit_sam.masks import masks_to_input_frame, resized_shape, segmentation_to_mask
+from teacherkit_sam.masks import masks_to_input_frame, resized_shape
 from teacherkit_sam.preprocess import SamPreprocessor
 from teacherkit_sam.prompts import PAD_LABEL
 

@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_grounding_dino_with_lora": "teacherkit_dino.api",
+    "load_adapter": "teacherkit_dino.adapter",
     "GroundingDinoTeacher": "teacherkit_dino.teacher",
     "GroundingDinoPreprocessor": "teacherkit_dino.preprocess",
     "GroundingDinoLoss": "teacherkit_dino.loss",

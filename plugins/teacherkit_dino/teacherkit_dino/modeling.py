@@ -7,7 +7,6 @@ reaches it only inside hook functions.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import torch
 from transformers import GroundingDinoForObjectDetection
 
-from teacherkit.config import ConfigError
 from teacherkit.errors import TeacherkitError
 from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
 
@@ -31,17 +29,19 @@ class ModelLoadError(TeacherkitError):
     """The base checkpoint cannot be found or is not a Grounding DINO model."""
 
 
-class TeacherGroundingDino(GroundingDinoForObjectDetection):
-    """``GroundingDinoForObjectDetection`` that tells peft where its word embeddings are.
+#: Where Grounding DINO's input (word) embeddings are; transformers 5 raises
+#: ``NotImplementedError`` from ``get_input_embeddings`` on this model, which peft calls
+#: (see :func:`teacherkit.adapters.point_input_embeddings`).
+TEXT_EMBEDDINGS = "model.text_backbone.embeddings.word_embeddings"
 
-    transformers 5 raises ``NotImplementedError`` from ``get_input_embeddings`` on this
-    model (its embeddings sit in a nested BERT), and ``peft.get_peft_model`` asks for
-    them. The text backbone's word embeddings are the right answer. Nothing else
-    changes: weights and config load and save exactly as the parent's.
-    """
+
+class TeacherGroundingDino(GroundingDinoForObjectDetection):
+    """Kept for code written against earlier versions: ``GroundingDinoForObjectDetection``
+    whose ``get_input_embeddings`` answers. The plugin itself builds transformers' class
+    and points the embeddings per instance (:func:`teacherkit.adapters.point_input_embeddings`)."""
 
     def get_input_embeddings(self) -> torch.nn.Module:
-        return self.model.text_backbone.embeddings.word_embeddings
+        return self.get_submodule(TEXT_EMBEDDINGS)
 
     def set_input_embeddings(self, value: torch.nn.Module) -> None:
         self.model.text_backbone.embeddings.word_embeddings = value
@@ -51,7 +51,7 @@ class TeacherGroundingDino(GroundingDinoForObjectDetection):
 class LoadedBase:
     """A base model with what is needed to feed it."""
 
-    model: TeacherGroundingDino
+    model: GroundingDinoForObjectDetection
     tokenizer: Any
     image_mean: tuple[float, float, float] = IMAGENET_MEAN
     image_std: tuple[float, float, float] = IMAGENET_STD
@@ -112,7 +112,7 @@ def build_tiny_base(class_names: list[str], arch: TinyArchitecture, max_text_len
     config = tiny_model_config(arch, vocab_size=len(tokenizer), max_text_len=max_text_len)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(arch.seed)
-        model = TeacherGroundingDino(config)
+        model = GroundingDinoForObjectDetection(config)
     return LoadedBase(model=model, tokenizer=tokenizer, source="tiny", extra={"class_names": list(class_names)})
 
 
@@ -164,7 +164,7 @@ def load_pretrained(base: str) -> LoadedBase:
             f"teachers.grounding_dino.base = {base!r} is a {config.model_type!r} model, not Grounding DINO"
         )
     try:
-        model = TeacherGroundingDino.from_pretrained(where, local_files_only=True)
+        model = GroundingDinoForObjectDetection.from_pretrained(where, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise _not_found(base, f"its weights or tokenizer are missing ({exc})") from exc
@@ -192,19 +192,47 @@ def load_base(config: GroundingDinoConfig, class_names: list[str]) -> LoadedBase
 # -- fine-tuning modes -----------------------------------------------------------------------
 
 
-def box_head_parameters(model: TeacherGroundingDino) -> dict[str, torch.nn.Parameter]:
-    """The per-layer box heads ``bbox_embed`` (tied to the decoder's refinement copy).
+def box_head_parameters(model: GroundingDinoForObjectDetection) -> dict[str, torch.nn.Parameter]:
+    """The per-layer box heads ``bbox_embed`` (tied to the decoder's refinement copy), by
+    their plain names (``bbox_embed.0.layers.0.weight``); under LoRA, the trained copies
+    inside peft's ``modules_to_save`` wrappers.
 
     The two-stage proposal head (``model.encoder_output_bbox_embed``) is left out on
     purpose: transformers detaches the proposals before the loss sees them, so it
     never receives a gradient.
     """
-    return dict(model.bbox_embed.named_parameters(prefix="bbox_embed"))
+    heads = {}
+    for name, param in model.bbox_embed.named_parameters(prefix="bbox_embed"):
+        if ".original_module." in name:
+            continue
+        heads[name.replace(".modules_to_save.default.", ".")] = param
+    return heads
 
 
-def apply_finetune(model: TeacherGroundingDino, config: GroundingDinoConfig) -> torch.nn.Module:
+def box_head_modules(model: GroundingDinoForObjectDetection) -> list[str]:
+    """peft ``modules_to_save`` names of the box head: one per decoder layer (they are one
+    shared module in the base model, kept one by :func:`teacherkit.adapters.retie_modules_to_save`).
+    A name ``bbox_embed.N`` matches both the head and the decoder's tied copy
+    (``model.decoder.bbox_embed.N``); peft refuses ``bbox_embed`` itself (a ``ModuleList``
+    it cannot wrap), and naming only the decoder's copy would leave the head the final
+    boxes come from at its base weights."""
+    return [f"bbox_embed.{i}" for i in range(len(model.bbox_embed))]
+
+
+def modules_to_save(model: GroundingDinoForObjectDetection, config: GroundingDinoConfig) -> list[str]:
+    """Everything LoRA mode trains fully, so that it is saved inside the peft adapter."""
+    names = box_head_modules(model) if config.train_box_head else []
+    if not config.freeze_backbone:
+        names.append("model.backbone")
+    if not config.freeze_text_encoder:
+        names.append("model.text_backbone")
+    return names
+
+
+def apply_finetune(model: GroundingDinoForObjectDetection, config: GroundingDinoConfig) -> torch.nn.Module:
     """Make the right parameters trainable: everything (``full``) or peft LoRA adapters,
-    plus the box head and unfrozen parts as configured. Returns the module to train."""
+    plus the box head and unfrozen parts as configured (peft ``modules_to_save``).
+    Returns the module to train."""
     if config.finetune == "full":
         model.requires_grad_(True)
         # Swin's final layer norm is not on Grounding DINO's path (it reads the stage outputs);
@@ -213,29 +241,13 @@ def apply_finetune(model: TeacherGroundingDino, config: GroundingDinoConfig) -> 
         if swin is not None and hasattr(swin, "layernorm"):
             swin.layernorm.requires_grad_(False)
         return model
-    from peft import LoraConfig, get_peft_model
+    from teacherkit.adapters import wrap_with_lora
 
-    targets: Any = config.lora.target_modules or DEFAULT_LORA_TARGETS
-    lora = LoraConfig(
-        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-        target_modules=targets, bias="none",
+    peft_model = wrap_with_lora(
+        model, config.lora, target_modules=config.lora.target_modules or DEFAULT_LORA_TARGETS,
+        modules_to_save=modules_to_save(model, config), input_embeddings=TEXT_EMBEDDINGS,
+        where="teachers.grounding_dino.lora.target_modules",
     )
-    try:
-        with warnings.catch_warnings():
-            # peft probes a transformers attribute that transformers 5 deprecated; not ours to fix.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            peft_model = get_peft_model(model, lora)
-    except ValueError as exc:
-        raise ConfigError(
-            f"teachers.grounding_dino.lora.target_modules = {config.lora.target_modules!r}: {exc}"
-        ) from exc
-    if config.train_box_head:
-        for param in box_head_parameters(model).values():
-            param.requires_grad_(True)
-    if not config.freeze_backbone:
-        model.model.backbone.requires_grad_(True)
-    if not config.freeze_text_encoder:
-        model.model.text_backbone.requires_grad_(True)
     return peft_model
 
 

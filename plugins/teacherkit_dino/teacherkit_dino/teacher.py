@@ -6,23 +6,21 @@ LoRA mode, the transformers model in full mode), the tokenizer and the prompts.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import GroundingDinoForObjectDetection
 
-from teacherkit.atomic import atomic_replace_dir, atomic_write_json
+from teacherkit.adapters import AdapterError, AdapterMeta, AdapterScale, load_lora_weights, write_model_card
+from teacherkit.atomic import atomic_dir
 from teacherkit.data.info import DatasetInfo
-from teacherkit.errors import TeacherkitError
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
 from teacherkit_dino import msda, sdpa
+from teacherkit_dino.adapter import CARD_USAGE_FULL, CARD_USAGE_LORA, LEGACY_BOX_HEAD_FILE, copy_legacy_box_head
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.modeling import (
     LoadedBase,
-    TeacherGroundingDino,
     apply_finetune,
     box_head_parameters,
     load_base,
@@ -34,12 +32,7 @@ from teacherkit_dino.preprocess import GroundingDinoPreprocessor
 from teacherkit_dino.prompts import PromptBuilder
 from teacherkit_dino.tokenizer import token_ids
 
-ADAPTER_META = "teacherkit_adapter.json"
-BOX_HEAD_FILE = "box_head.safetensors"
-
-
-class AdapterError(TeacherkitError):
-    """A saved adapter does not match this teacher (mode, LoRA shape, files)."""
+__all__ = ["AdapterError", "GroundingDinoTeacher"]
 
 
 class GroundingDinoTeacher(Teacher):
@@ -51,7 +44,7 @@ class GroundingDinoTeacher(Teacher):
         self.config = config
         self.dataset_info = dataset_info
         self.base = base
-        self.hf_model: TeacherGroundingDino = base.model
+        self.hf_model: GroundingDinoForObjectDetection = base.model
         self.tokenizer = base.tokenizer
         self.max_text_len = min(config.max_text_len, int(self.hf_model.config.max_text_len))
         self.category_ids = [int(c["id"]) for c in dataset_info.categories]
@@ -60,14 +53,8 @@ class GroundingDinoTeacher(Teacher):
             dataset_info.class_names, self.category_ids, lambda text: token_ids(tokenizer, text),
             max_text_len=self.max_text_len, source=dataset_info.source,
         )
-        lora_head = config.finetune == "lora" and config.train_box_head
-        # The untouched box head, so adapter scale 0 can give the base model back.
-        self._box_head_base = (
-            {n: p.detach().clone() for n, p in box_head_parameters(self.hf_model).items()} if lora_head else {}
-        )
-        self._scale = 1.0
-        self._tuned_snapshot: dict[str, torch.Tensor] = {}
         self.model = apply_finetune(self.hf_model, config)
+        self._scale = AdapterScale(self.model, self._base_weights)
         msda.install(self.hf_model, config.deformable_attention)
         sdpa.set_attention(self.hf_model, config.attention)
 
@@ -127,78 +114,63 @@ class GroundingDinoTeacher(Teacher):
         )
 
     # -- persistence -------------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "teacher": self.spec.name, "finetune": self.config.finetune, "base": self.config.base,
-            "train_box_head": self.config.train_box_head, "lora": self.config.lora.model_dump(),
-            "class_names": list(self.dataset_info.class_names), "category_ids": self.category_ids,
-            "prompt_chunks": [self.prompts.text(c) for c in self.prompts.chunks],
-        }
+    def _meta(self) -> AdapterMeta:
+        return AdapterMeta(
+            teacher=self.spec.name, tuning=self.config.finetune, base=self.config.base,
+            lora=self.config.lora.model_dump(mode="json") if self.config.finetune == "lora" else None,
+            class_names=list(self.dataset_info.class_names), category_ids=self.category_ids,
+            extra={"train_box_head": self.config.train_box_head,
+                   "input_size": {"shortest_edge": self.config.shortest_edge,
+                                  "longest_edge": self.config.longest_edge},
+                   "prompt_chunks": [self.prompts.text(c) for c in self.prompts.chunks]},
+        )
 
     def save_adapter(self, directory: Path) -> None:
-        """LoRA: peft ``save_pretrained`` (``adapter_model.safetensors``) plus the trained box
-        head in ``box_head.safetensors``; full: the whole model with ``save_pretrained``.
-        Written to a sibling folder and moved into place, so the folder is whole or absent."""
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        """LoRA: a standard peft adapter (``adapter_config.json``, ``adapter_model.safetensors``;
+        the box head and unfrozen parts as ``modules_to_save``); full: the whole model and
+        tokenizer with ``save_pretrained``. Either with ``teacherkit_adapter.json`` and a
+        model card; the folder is whole or absent."""
         self.set_adapter_scale(1.0)
-        if self.config.finetune == "lora":
-            from safetensors.torch import save_file
-
-            self.model.save_pretrained(str(tmp))
-            if self.config.train_box_head:
-                head = {n: p.detach().cpu().contiguous() for n, p in box_head_parameters(self.hf_model).items()}
-                save_file(head, str(tmp / BOX_HEAD_FILE))
-        else:
-            self.hf_model.save_pretrained(str(tmp))
-            self.tokenizer.save_pretrained(str(tmp))
-        atomic_write_json(tmp / ADAPTER_META, self._meta(), indent=2)
-        atomic_replace_dir(tmp, directory)
+        meta = self._meta()
+        info = self.dataset_info
+        data = {"source": info.source, "images": info.num_images, "annotations": info.num_annotations}
+        with atomic_dir(Path(directory)) as tmp:
+            if self.config.finetune == "lora":
+                self.model.save_pretrained(str(tmp))
+                base = self.config.base
+                # the tiny preset's random base is saved beside the adapter by the trainer
+                base = "path/to/experiment/teachers/grounding_dino/base" if base == "tiny" else base
+                usage = CARD_USAGE_LORA.replace("{base}", base)
+            else:
+                self.hf_model.save_pretrained(str(tmp))
+                self.tokenizer.save_pretrained(str(tmp))
+                usage = CARD_USAGE_FULL
+            meta.write(tmp)
+            write_model_card(tmp, meta, usage=usage, title="Grounding DINO teacher", data=data)
 
     def load_adapter(self, directory: Path) -> None:
         directory = Path(directory)
-        meta_path = directory / ADAPTER_META
-        if not meta_path.is_file():
-            raise AdapterError(f"{directory}: not a teacherkit Grounding DINO adapter ({ADAPTER_META} missing)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("finetune") != self.config.finetune:
-            raise AdapterError(
-                f"{directory}: saved with finetune={meta.get('finetune')!r}, but this teacher uses "
-                f"teachers.grounding_dino.finetune={self.config.finetune!r}"
-            )
+        meta = AdapterMeta.read(directory, what="teacherkit Grounding DINO adapter")
+        meta.require(directory, "finetune", meta.tuning, self.config.finetune,
+                     "set teachers.grounding_dino.finetune as at training")
         self.set_adapter_scale(1.0)
         if self.config.finetune == "lora":
             self._load_lora(directory)
         else:
-            loaded = TeacherGroundingDino.from_pretrained(str(directory), local_files_only=True)
+            loaded = GroundingDinoForObjectDetection.from_pretrained(str(directory), local_files_only=True)
             self.hf_model.load_state_dict(loaded.state_dict())
 
     def _load_lora(self, directory: Path) -> None:
-        from peft.utils import load_peft_weights, set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        weights = load_peft_weights(str(directory), device="cpu")
-        result = set_peft_model_state_dict(self.model, weights, adapter_name="default")
-        missing_lora = [k for k in result.missing_keys if "lora_" in k]
-        if result.unexpected_keys or missing_lora:
-            raise AdapterError(
-                f"{directory}: adapter does not fit this model (LoRA rank or targets differ?): "
-                f"missing {missing_lora[:3]}, unexpected {list(result.unexpected_keys)[:3]}"
-            )
-        head_file = directory / BOX_HEAD_FILE
-        if self.config.train_box_head:
-            if not head_file.is_file():
-                raise AdapterError(f"{directory}: {BOX_HEAD_FILE} missing but train_box_head is on")
-            head = load_file(str(head_file))
-            params = box_head_parameters(self.hf_model)
-            if set(head) != set(params):
-                raise AdapterError(f"{directory}/{BOX_HEAD_FILE}: box head parameters do not match the model")
-            with torch.no_grad():
-                for name, tensor in head.items():
-                    params[name].copy_(tensor)
+        legacy = directory / LEGACY_BOX_HEAD_FILE
+        if not legacy.is_file():
+            load_lora_weights(self.model, directory)
+            return
+        # an earlier version's layout: LoRA in peft's files, the box head beside them
+        if not self.config.train_box_head:
+            raise AdapterError(f"{directory}: holds a trained box head ({LEGACY_BOX_HEAD_FILE}); load it with "
+                               "teachers.grounding_dino.train_box_head=true")
+        load_lora_weights(self.model, directory, ignore=("modules_to_save",))
+        copy_legacy_box_head(box_head_parameters(self.hf_model), legacy)
 
     def save_base(self, directory: Path) -> None:
         """For the ``tiny`` preset: the untrained base (regenerated from its seed, so
@@ -206,48 +178,31 @@ class GroundingDinoTeacher(Teacher):
         ``base: <directory>`` reloads the identical base."""
         if self.config.base != "tiny":
             return
-        directory = Path(directory)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        if tmp.exists():
-            shutil.rmtree(tmp)
         names = list(self.base.extra.get("class_names", self.dataset_info.class_names))
         fresh = load_base(self.config, names)
-        save_base(fresh, tmp)
-        atomic_replace_dir(tmp, directory)
+        with atomic_dir(Path(directory)) as tmp:
+            save_base(fresh, tmp)
+
+    def save_processor(self, directory: Path) -> None:
+        """A ``GroundingDinoProcessor`` (tokenizer and image processor) at the size this
+        teacher trains and predicts at, for exports that transformers users load."""
+        from transformers import GroundingDinoImageProcessor, GroundingDinoProcessor
+
+        image = GroundingDinoImageProcessor(
+            size={"shortest_edge": self.config.shortest_edge, "longest_edge": self.config.longest_edge},
+            image_mean=list(self.base.image_mean), image_std=list(self.base.image_std),
+        )
+        GroundingDinoProcessor(image_processor=image, tokenizer=self.tokenizer).save_pretrained(str(directory))
 
     # -- adapter scale (issue 8: open-vocabulary retention) --------------------------------------
     def set_adapter_scale(self, scale: float) -> None:
         """Blend base (0.0) and fine-tuned (1.0) weights: LoRA layers through peft's scale,
-        the trained box head (LoRA mode) or every weight (full mode) by interpolation."""
-        scale = float(scale)
-        if scale == self._scale:
-            return
-        if self.config.finetune == "lora":
-            from peft.tuners.lora import LoraLayer
+        the trained box head (LoRA mode) or every weight (full mode) by interpolation
+        (:class:`teacherkit.adapters.AdapterScale`)."""
+        self._scale.set(scale)
 
-            for module in self.model.modules():
-                if isinstance(module, LoraLayer):
-                    module.set_scale("default", scale)
-            self._blend(box_head_parameters(self.hf_model), self._box_head_base, scale)
-        else:
-            base_state = getattr(self, "_full_base_state", None)
-            if base_state is None:
-                names = list(self.base.extra.get("class_names", self.dataset_info.class_names))
-                fresh = load_base(self.config, names).model
-                base_state = self._full_base_state = dict(fresh.named_parameters())
-            self._blend(dict(self.hf_model.named_parameters()), base_state, scale)
-        self._scale = scale
-
-    def _blend(self, params: dict[str, torch.nn.Parameter], base: dict[str, torch.Tensor], scale: float) -> None:
-        if not base:
-            return
-        if self._scale == 1.0:  # leaving the tuned weights: remember them exactly
-            self._tuned_snapshot = {n: p.detach().clone() for n, p in params.items()}
-        with torch.no_grad():
-            for name, param in params.items():
-                tuned = self._tuned_snapshot[name]
-                if scale == 1.0:
-                    param.copy_(tuned)
-                else:
-                    ref = base[name].to(param.device, param.dtype)
-                    param.copy_(ref + scale * (tuned - ref))
+    def _base_weights(self) -> dict[str, torch.Tensor]:
+        """The untrained base's weights by name (full mode: every weight moves)."""
+        names = list(self.base.extra.get("class_names", self.dataset_info.class_names))
+        fresh = load_base(self.config, names).model
+        return {n: p.detach() for n, p in fresh.named_parameters()}

@@ -1,28 +1,18 @@
-"""Scoring a SAM teacher with ground-truth box prompts: per-instance IoU and dice
-(mIoU, mDice), and segm mAP of its masks through pycocotools.
-
-The core's evaluation scores ``predict()`` output the same way; these helpers let
-the plugin (and its tests) measure a teacher without the trainer.
+"""Scoring a SAM teacher with ground-truth box prompts, without the trainer: the
+teacher predicts one mask per ground-truth box, and the core's metrics score them
+(:func:`teacherkit.evaluation.mask_metrics.iou_and_dice` per instance,
+:func:`teacherkit.evaluation.coco_metrics.segm_metrics` for COCO segm AP).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from teacherkit_sam.masks import rle_to_mask
-
-
-def mask_iou_dice(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
-    """IoU and dice of two binary masks; two empty masks agree perfectly (1.0, 1.0)."""
-    pred, true = pred.astype(bool), true.astype(bool)
-    inter = int(np.logical_and(pred, true).sum())
-    total = int(pred.sum()) + int(true.sum())
-    if total == 0:
-        return 1.0, 1.0
-    return inter / (total - inter), 2 * inter / total
+from teacherkit.data.masks import rle_to_mask
+from teacherkit.evaluation.mask_metrics import iou_and_dice
 
 
 def evaluate_prompted(teacher: Any, samples: Sequence[dict[str, Any]], batch_size: int = 4) -> dict[str, Any]:
@@ -30,7 +20,8 @@ def evaluate_prompted(teacher: Any, samples: Sequence[dict[str, Any]], batch_siz
     predicted mask with its ground truth at the original image size.
 
     :return: ``{"mIoU", "mDice", "instances": [{"image_id", "annotation_id", "iou", "dice"}],
-        "predictions": [COCO result dicts]}``
+        "predictions": [COCO result dicts]}`` (the predictions go to
+        :func:`teacherkit.evaluation.coco_metrics.segm_metrics` for segm AP)
     """
     import torch
 
@@ -48,7 +39,8 @@ def evaluate_prompted(teacher: Any, samples: Sequence[dict[str, Any]], batch_siz
             for sample, entries in zip(chunk, teacher.predict(teacher.model, batch)):
                 truth = dict(zip([int(a) for a in sample["annotation_ids"]], sample["masks"]))
                 for entry in entries:
-                    iou, dice = mask_iou_dice(rle_to_mask(entry["segmentation"]), truth[entry["annotation_id"]])
+                    pred = rle_to_mask(entry["segmentation"]).astype(bool)
+                    iou, dice = iou_and_dice(pred, truth[entry["annotation_id"]].astype(bool))
                     instances.append({"image_id": entry["image_id"], "annotation_id": entry["annotation_id"],
                                       "iou": iou, "dice": dice})
                     predictions.append(entry)
@@ -60,22 +52,3 @@ def evaluate_prompted(teacher: Any, samples: Sequence[dict[str, Any]], batch_siz
         "instances": instances,
         "predictions": predictions,
     }
-
-
-def segm_map(coco_gt: Any, predictions: Iterable[dict[str, Any]]) -> float:
-    """COCO segm mAP@[.5:.95] of predicted masks (a ``pycocotools.coco.COCO`` as truth)."""
-    import contextlib
-    import io
-
-    from pycocotools.cocoeval import COCOeval
-
-    results = [{k: p[k] for k in ("image_id", "category_id", "segmentation", "score")} for p in predictions]
-    if not results:
-        return 0.0
-    with contextlib.redirect_stdout(io.StringIO()):  # COCOeval prints its tables
-        detections = coco_gt.loadRes(results)
-        evaluator = COCOeval(coco_gt, detections, iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[0])

@@ -203,23 +203,14 @@ def apply_finetuning(model: Any, config: Any) -> Any:
             param.requires_grad = True
         return model
 
-    from peft import LoraConfig, get_peft_model
+    from teacherkit.adapters import wrap_with_lora
 
-    pattern = lora_target_pattern(config)
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=pattern,
+    part = "image encoder" if config.mode == "lora" else "mask decoder"
+    return wrap_with_lora(
+        model, config.lora, target_modules=lora_target_pattern(config),
         modules_to_save=["mask_decoder"] if config.train_decoder == "full" else None,
+        where=f"teachers.sam.lora.target_modules (no module of the SAM {part} matches)",
     )
-    try:
-        return get_peft_model(model, lora)
-    except ValueError as exc:
-        raise SamLoadError(
-            f"teachers.sam.lora.target_modules={config.lora.target_modules!r}: no module of the SAM "
-            f"{'image encoder' if config.mode == 'lora' else 'mask decoder'} matches ({exc})"
-        ) from exc
 
 
 def enable_gradient_checkpointing(model: Any) -> None:

@@ -1,9 +1,8 @@
-"""Binary masks in and out of COCO form (pycocotools) and between image frames.
+"""What SAM needs of masks beyond the core's: extents and boxes of ``(N, H, W)`` masks,
+and resizing them into SAM's square input frame.
 
-COCO stores an instance as polygons, compressed RLE (``counts`` a string) or
-uncompressed RLE (``counts`` a list, usually crowd regions). The teacher works on
-``(H, W)`` uint8 masks and hands predictions back as compressed RLE whose ``counts``
-is a ``str`` so the result is JSON-ready.
+Decoding COCO polygons and RLE, and encoding predictions, is the core's
+(:mod:`teacherkit.data.masks`).
 """
 
 from __future__ import annotations
@@ -12,62 +11,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-
-from teacherkit.errors import DataError
-
-
-def segmentation_to_mask(segmentation: Any, height: int, width: int, *, where: str = "segmentation") -> np.ndarray:
-    """Decode a COCO ``segmentation`` (polygons, RLE or uncompressed RLE) to an
-    ``(height, width)`` uint8 mask of 0/1.
-
-    :param where: names the annotation in error messages (``"train.json annotation 17"``).
-    :raises DataError: when the segmentation is malformed or its size disagrees with the image.
-    """
-    from pycocotools import mask as mask_utils
-
-    try:
-        if isinstance(segmentation, list):
-            polygons = [p for p in segmentation if len(p) >= 6]  # fewer than 3 points cover nothing
-            if not polygons:
-                return np.zeros((height, width), dtype=np.uint8)
-            rles = mask_utils.frPyObjects(polygons, height, width)
-            rle = mask_utils.merge(rles)
-        elif isinstance(segmentation, dict):
-            size = [int(v) for v in segmentation.get("size", [])]
-            if size != [height, width]:
-                raise DataError(f"{where}: RLE size {size} does not match the image size [{height}, {width}]")
-            counts = segmentation["counts"]
-            if isinstance(counts, list):
-                rle = mask_utils.frPyObjects(segmentation, height, width)
-            else:
-                rle = {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        else:
-            raise DataError(f"{where}: expected polygons (a list) or RLE (a dict), got {type(segmentation).__name__}")
-        if isinstance(rle, list):
-            rle = rle[0]
-        mask = mask_utils.decode([rle])[:, :, 0]  # the list form avoids a numpy-2 deprecation path
-    except DataError:
-        raise
-    except Exception as exc:  # pycocotools raises bare TypeError/ValueError on bad input
-        raise DataError(f"{where}: cannot decode segmentation: {exc}") from exc
-    return np.ascontiguousarray(mask.astype(np.uint8))
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a binary ``(H, W)`` mask as COCO compressed RLE with ``str`` counts."""
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
-def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
-    """Decode a compressed RLE (``str`` or ``bytes`` counts) to an ``(H, W)`` uint8 mask."""
-    from pycocotools import mask as mask_utils
-
-    counts = rle["counts"]
-    obj = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode([obj])[:, :, 0]
 
 
 def mask_extents(masks: np.ndarray) -> np.ndarray:

@@ -56,7 +56,10 @@ class SamPreprocessor:
         return f"sam-pre-v1|{self.image_size}|{self.mean}|{self.std}"
 
     # -- one sample ---------------------------------------------------------------------
-    def __call__(self, sample: dict[str, Any], *, train: bool) -> dict[str, Any]:
+    @staticmethod
+    def _checked_inputs(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], list[int]]:
+        """The sample's image, masks, xywh boxes, annotation and category ids, checked to
+        agree; a :class:`DataError` naming the image otherwise."""
         image = np.asarray(sample["image"])
         where = sample.get("file_name") or f"image {sample.get('image_id')}"
         if image.ndim != 3 or image.shape[2] != 3:
@@ -74,7 +77,12 @@ class SamPreprocessor:
         cat_ids = [int(v) for v in np.asarray(sample.get("category_ids", np.zeros(n))).reshape(-1)]
         if not (len(boxes_xywh) == len(ann_ids) == len(cat_ids) == n):
             raise DataError(f"{where}: boxes, annotation ids, category ids and masks disagree in count")
+        return image, masks, boxes_xywh, ann_ids, cat_ids
 
+    def __call__(self, sample: dict[str, Any], *, train: bool) -> dict[str, Any]:
+        image, masks, boxes_xywh, ann_ids, cat_ids = self._checked_inputs(sample)
+        height, width = image.shape[:2]
+        n = masks.shape[0]
         seed = self.sample_seed(sample)
         rng = make_rng(seed)
         # each mask's pixel extent: emptiness, boxes, where to look for points and which

@@ -3,15 +3,13 @@ persistence of adapters and of the tiny base, adapter scaling."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from teacherkit.atomic import atomic_replace_dir
-from teacherkit.errors import TeacherkitError
+from teacherkit.adapters import AdapterError, AdapterMeta, AdapterScale, load_lora_weights, write_model_card
+from teacherkit.atomic import atomic_dir
+from teacherkit.data.masks import mask_to_rle
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
 from teacherkit_sam.loading import (
     ImageSettings,
@@ -21,19 +19,17 @@ from teacherkit_sam.loading import (
     set_attention,
     tuning_mode,
 )
-from teacherkit_sam.masks import mask_to_rle
 from teacherkit_sam.preprocess import SamPreprocessor
 
 log = logging.getLogger(__name__)
 
-META_FILE = "teacherkit_sam.json"
 DECODER_ONLY_FILE = "decoder_only.safetensors"
 #: instances upsampled at once in predict(), bounding memory on images with many objects
 PREDICT_CHUNK = 16
 
 
-class SamAdapterError(TeacherkitError):
-    """An adapter folder is missing or does not fit the loaded model."""
+#: earlier name of :class:`teacherkit.adapters.AdapterError`, kept for callers
+SamAdapterError = AdapterError
 
 
 class SamTeacher(Teacher):
@@ -41,7 +37,6 @@ class SamTeacher(Teacher):
 
     def __init__(self, spec: TeacherSpec, config: Any, base: Any, settings: ImageSettings,
                  workdir: Path | None = None) -> None:
-        import torch
 
         self.spec = spec
         self.config = config
@@ -63,10 +58,10 @@ class SamTeacher(Teacher):
             from teacherkit_sam.loading import enable_gradient_checkpointing
 
             enable_gradient_checkpointing(self.model)
-        # base values of fully trained weights, for set_adapter_scale()
-        self._base_full = {n: p.detach().to("cpu", copy=True) for n, p in self._full_params()}
-        self._tuned_full: dict[str, torch.Tensor] | None = None
-        self._scale = 1.0
+        # base values of weights trained in place (not inside peft's modules_to_save, whose
+        # wrapper keeps the original), for set_adapter_scale()
+        base_full = {n: p.detach().to("cpu", copy=True) for n, p in self._full_params() if ".modules_to_save." not in n}
+        self._scale = AdapterScale(self.model, lambda: base_full)
         self._cache: Any = None
 
     # -- model parts ----------------------------------------------------------------------
@@ -193,44 +188,37 @@ class SamTeacher(Teacher):
         return ParameterReport(total=total, trainable=trainable, mode=self.mode, detail=detail)
 
     # -- persistence ----------------------------------------------------------------------
-    def _meta(self) -> dict[str, Any]:
-        return {"teacher": "sam", "tuning": self.mode, "image_size": self.settings.size, "base": self.config.base,
-                "lora": self.config.lora.model_dump(mode="json")}
+    def _meta(self) -> AdapterMeta:
+        lora = self.config.lora.model_dump(mode="json") if self.config.finetune == "lora" else None
+        return AdapterMeta(teacher=self.spec.name, tuning=self.mode, base=self.config.base, lora=lora,
+                           extra={"image_size": self.settings.size})
 
     def save_adapter(self, directory: Path) -> None:
         """LoRA: the peft adapter (``adapter_config.json`` + safetensors, a fully trained
-        decoder inside it). Full: ``save_pretrained`` of the whole model. Decoder-only:
-        the decoder's weights. The folder appears complete or not at all."""
+        decoder inside it as ``modules_to_save``). Full: ``save_pretrained`` of the whole
+        model. Decoder-only: the decoder's weights. With ``teacherkit_adapter.json`` and a
+        model card; the folder appears complete or not at all."""
         from safetensors.torch import save_file
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        self.set_adapter_scale(1.0)
+        meta = self._meta()
+        with atomic_dir(Path(directory)) as tmp:
             if self.mode == "decoder-only":
                 state = {k: v.detach().to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
                 save_file(state, str(tmp / DECODER_ONLY_FILE))
             else:
                 self.model.save_pretrained(str(tmp))
-            (tmp / META_FILE).write_text(json.dumps(self._meta(), indent=2) + "\n", encoding="utf-8")
-            atomic_replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            meta.write(tmp)
+            write_model_card(tmp, meta, usage=card_usage(self.mode, self.config.base), title="SAM teacher")
 
     def load_adapter(self, directory: Path) -> None:
         """Restore what :meth:`save_adapter` wrote into this teacher (same tuning set-up)."""
         directory = Path(directory)
-        meta_path = directory / META_FILE
-        if not meta_path.exists():
-            raise SamAdapterError(f"{directory}: not a SAM adapter folder ({META_FILE} is missing)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("tuning") != self.mode or meta.get("image_size") != self.settings.size:
-            raise SamAdapterError(
-                f"{directory}: adapter was trained as {meta.get('tuning')!r} at {meta.get('image_size')} px, but "
-                f"the loaded teacher is {self.mode!r} at {self.settings.size} px; set teachers.sam.mode/finetune/"
-                "train_decoder/image_size as at training"
-            )
+        meta = AdapterMeta.read(directory, what="SAM adapter")
+        hint = "set teachers.sam.mode/finetune/train_decoder/image_size as at training"
+        meta.require(directory, "tuning", meta.tuning, self.mode, hint)
+        meta.require(directory, "image_size", meta.extra.get("image_size"), self.settings.size, hint)
+        self.set_adapter_scale(1.0)
         if self.mode == "decoder-only":
             from safetensors.torch import load_file
 
@@ -241,20 +229,7 @@ class SamTeacher(Teacher):
             loaded = SamModel.from_pretrained(str(directory), local_files_only=True)
             self.model.load_state_dict(loaded.state_dict())
         else:
-            from peft.utils import load_peft_weights, set_peft_model_state_dict
-
-            saved = json.loads((directory / "adapter_config.json").read_text(encoding="utf-8"))
-            mine = self.model.peft_config["default"]
-            if saved.get("r") != mine.r or saved.get("target_modules") != mine.target_modules:
-                raise SamAdapterError(
-                    f"{directory}: adapter has r={saved.get('r')}, targets {saved.get('target_modules')!r}; the "
-                    f"model has r={mine.r}, targets {mine.target_modules!r}; use the lora settings of training"
-                )
-            result = set_peft_model_state_dict(self.model, load_peft_weights(str(directory), device="cpu"))
-            if result.unexpected_keys:
-                raise SamAdapterError(f"{directory}: unexpected tensors {result.unexpected_keys[:5]}")
-        self._tuned_full = None
-        self._scale = 1.0
+            load_lora_weights(self.model, directory)
 
     def save_base(self, directory: Path) -> None:
         """For the tiny preset: the random base (as at load time) plus a ``SamProcessor``,
@@ -263,48 +238,37 @@ class SamTeacher(Teacher):
             return
         from transformers import SamModel
 
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_dir(Path(directory)) as tmp:
             base = SamModel(self.sam.config)
             base.load_state_dict(self._base_state)
             base.save_pretrained(str(tmp))
-            make_processor(self.settings).save_pretrained(str(tmp))
-            atomic_replace_dir(tmp, directory)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            self.save_processor(tmp)
+
+    def save_processor(self, directory: Path) -> None:
+        """A ``SamProcessor`` at the input size this teacher trains and predicts at."""
+        make_processor(self.settings).save_pretrained(str(directory))
 
     # -- base <-> tuned ---------------------------------------------------------------------
     def set_adapter_scale(self, scale: float) -> None:
         """0 = base, 1 = fine-tuned, in between interpolates: LoRA updates are scaled
-        and fully trained weights move linearly between their base and tuned values.
-        For evaluation only; set 1 again before training."""
-        import torch
+        and fully trained weights move linearly between their base and tuned values
+        (:class:`teacherkit.adapters.AdapterScale`). For evaluation only; set 1 again
+        before training."""
+        self._scale.set(scale)
 
-        scale = float(scale)
-        try:
-            from peft.tuners.lora import LoraLayer
-        except ImportError:  # pragma: no cover - peft is a dependency
-            LoraLayer = ()  # type: ignore[assignment]
-        for module in self.model.modules():
-            if isinstance(module, LoraLayer):
-                for adapter in module.active_adapters:
-                    module.set_scale(adapter, scale)
-        params = dict(self._full_params())
-        with torch.no_grad():
-            if self._tuned_full is None and scale != 1.0:
-                self._tuned_full = {n: p.detach().clone() for n, p in params.items()}
-            if self._tuned_full is not None:
-                for name, param in params.items():
-                    tuned = self._tuned_full[name]
-                    base = self._base_full[name].to(param.device, param.dtype)
-                    # scale 1 restores the exact tuned values, not a rounded interpolation
-                    param.copy_(tuned if scale == 1.0 else base + scale * (tuned - base))
-                if scale == 1.0:
-                    self._tuned_full = None
-        self._scale = scale
+
+def card_usage(mode: str, base: str) -> str:
+    """The model card's loading code for an adapter of tuning ``mode``."""
+    base = "path/to/experiment/teachers/sam/base" if base == "tiny" else base
+    if mode in ("full", "frozen-encoder-full"):
+        return ("```python\nfrom transformers import SamModel\n\n"
+                "model = SamModel.from_pretrained(\"path/to/this/folder\")\n```")
+    if mode == "decoder-only":
+        return ("The mask decoder's weights (`decoder_only.safetensors`); load with teacherkit: "
+                "`teacherkit.inference.load_experiment(experiment).teacher(\"sam\")`.")
+    return ("```python\nfrom peft import PeftModel\nfrom transformers import SamModel\n\n"
+            f"base = SamModel.from_pretrained(\"{base}\")\n"
+            "model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```")
 
 
 def build_teacher(spec: TeacherSpec, config: Any, workdir: Path | None = None) -> SamTeacher:
