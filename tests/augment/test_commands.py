@@ -14,12 +14,9 @@ from teacherkit_augment.preview import BACKGROUND, PALETTE
 
 
 @pytest.fixture
-def with_host(plugin_host):
+def with_host(cli_host):
     """Run the CLI against the test's plugin host."""
-    previous = cli.state.host
-    cli.state.host = plugin_host
-    yield plugin_host
-    cli.state.host = previous
+    return cli_host
 
 
 def _palette_pixels(image: np.ndarray) -> int:

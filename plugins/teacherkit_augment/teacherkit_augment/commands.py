@@ -16,9 +16,9 @@ from teacherkit_augment.characteristics import INTENSITIES
 
 
 def _host() -> Any:
-    from teacherkit.cli import get_host
+    from teacherkit.plugins import current_host
 
-    return get_host()
+    return current_host()
 
 
 def parse_names(raw: str | None) -> list[str]:

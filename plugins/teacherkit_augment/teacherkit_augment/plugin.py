@@ -13,6 +13,7 @@ from teacherkit import hookimpl
 if TYPE_CHECKING:  # pragma: no cover
     from teacherkit.config import AugmentationConfig
     from teacherkit.data.info import DatasetInfo
+    from teacherkit.plugins import PluginHost
     from teacherkit.teachers import Augmentation, CharacteristicSpec
 
 
@@ -26,7 +27,7 @@ def teacherkit_augmentations() -> list[CharacteristicSpec]:
 
 @hookimpl
 def teacherkit_make_augmentation(
-    config: AugmentationConfig, dataset_info: DatasetInfo, host: Any
+    config: AugmentationConfig, dataset_info: DatasetInfo, host: PluginHost
 ) -> Augmentation | None:
     """``augment(sample, seed)`` for the configured characteristics, or ``None`` when
     ``augmentation.enabled`` is false. With nothing configured it uses the mild
@@ -37,7 +38,8 @@ def teacherkit_make_augmentation(
 
     # the calling host knows every plugin registered on it, installed or not
     registry = get_augmentation_registry(host)
-    return registry.make_augmenter(config.characteristics, config.environment, config.intensity)
+    return registry.make_augmenter(config.characteristics, config.environment, config.intensity,
+                                   fields=host.sample_fields())
 
 
 @hookimpl

@@ -41,13 +41,13 @@ class PreviewSource:
 
 def load_samples(data: Path, images_dir: Path | None = None, *, limit: int | None = None) -> PreviewSource:
     """Up to ``limit`` samples (annotated images first, in file order) of a COCO file,
-    built by the training dataset itself (:class:`teacherkit.training.dataset.CocoTrainDataset`),
+    built by the sample dataset training uses (:class:`teacherkit.data.samples.SampleDataset`),
     so the preview shows exactly what training would augment: crowd regions skipped, masks
     decoded when the file has any (instances without one get an empty mask and keep their
     box), boxes derived from masks where ``bbox`` is missing."""
     from teacherkit.data.coco import load_coco
     from teacherkit.data.info import DatasetInfo
-    from teacherkit.training.dataset import CocoTrainDataset
+    from teacherkit.data.samples import SampleDataset
 
     data = Path(data)
     coco = load_coco(data)
@@ -61,7 +61,7 @@ def load_samples(data: Path, images_dir: Path | None = None, *, limit: int | Non
                        class_names=[c.name for c in categories],
                        class_mapping={c.id: i for i, c in enumerate(categories)})
     has_masks = any(ann.segmentation for ann in coco.annotations)
-    dataset = CocoTrainDataset(coco, folder, info, None, learns_from="boxes", train=False, with_masks=has_masks)
+    dataset = SampleDataset(coco, folder, info, None, learns_from="boxes", train=False, with_masks=has_masks)
     order = sorted(range(len(dataset)), key=lambda i: not coco.annotations_for(dataset.images[i].id))
     samples: list[dict[str, Any]] = []
     for index in order[: limit or None]:

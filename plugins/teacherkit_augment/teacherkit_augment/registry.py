@@ -200,13 +200,16 @@ class AugmentationRegistry:
         intensity: str = "medium",
         *,
         source: str = "augmentation",
+        fields: Mapping[str, str] | None = None,
     ) -> SampleAugmenter:
         """The training-time ``augment(sample, seed) -> sample`` callable; an empty
-        request uses :data:`DEFAULT_ENVIRONMENT`."""
+        request uses :data:`DEFAULT_ENVIRONMENT`. ``fields`` are the plugins' declared
+        sample fields (``PluginHost.sample_fields()``)."""
         from teacherkit_augment.pipeline import SampleAugmenter
 
         characteristics, environment = with_defaults(characteristics, environment or {})
-        return SampleAugmenter(self.get_pipeline(characteristics, environment, intensity, source=source))
+        pipeline = self.get_pipeline(characteristics, environment, intensity, source=source)
+        return SampleAugmenter(pipeline, dict(fields or {}))
 
 
 def get_augmentation_registry(host: PluginHost | None = None) -> AugmentationRegistry:

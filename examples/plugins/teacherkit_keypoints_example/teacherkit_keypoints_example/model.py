@@ -13,13 +13,21 @@ from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
 
 
 class _Regressor(nn.Module):
+    """Soft-argmax over a one-channel heatmap: the expected (x, y) of a spatial softmax,
+    in [0, 1]. Unlike pooling the features away, it can say *where* things are, so it
+    learns targets that differ from image to image in a few steps."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
-        self.head = nn.Linear(8, 2)
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.head(self.features(pixel_values).flatten(1)))
+        heat = self.features(pixel_values).flatten(1)  # (B, H*W)
+        height, width = pixel_values.shape[-2:]
+        weights = torch.softmax(heat, dim=1).view(-1, height, width)
+        ys = (torch.arange(height, device=heat.device, dtype=heat.dtype) + 0.5) / height
+        xs = (torch.arange(width, device=heat.device, dtype=heat.dtype) + 0.5) / width
+        return torch.stack([(weights.sum(1) * xs).sum(1), (weights.sum(2) * ys).sum(1)], dim=1)
 
 
 class CentroidTeacher(Teacher):
@@ -54,6 +62,22 @@ class CentroidTeacher(Teacher):
         n = sum(p.numel() for p in self.model.parameters())
         return ParameterReport(total=n, trainable=n, mode="full")
 
+    # the core's default hooks ask the teacher for these, so the plugin needs no hook for them
+    def make_preprocessor(self) -> CentroidPreprocessor:
+        return CentroidPreprocessor(self.config.image_size)
+
+    def make_loss(self) -> Any:
+        return centroid_loss
+
+
+def keypoints_of(sample: dict[str, Any]) -> np.ndarray:
+    """Every instance's ``(x, y, visibility)`` rows of a sample, ``(M, 3)``: the sample's
+    ``keypoints`` field (moved by augmentation with the image)."""
+    kps = sample.get("keypoints")
+    if kps is None:  # a sample built before Sample had the field
+        kps = sample.get("extra", {}).get("keypoints", [])
+    return np.asarray(kps, dtype=np.float32).reshape(-1, 3)
+
 
 class CentroidPreprocessor:
     def __init__(self, size: int) -> None:
@@ -64,8 +88,8 @@ class CentroidPreprocessor:
 
         h, w = sample["image"].shape[:2]
         img = np.asarray(Image.fromarray(sample["image"]).resize((self.size, self.size)), dtype=np.float32) / 255.0
-        kps = np.asarray(sample.get("extra", {}).get("keypoints", []), dtype=np.float32).reshape(-1, 3)
-        visible = kps[kps[:, 2] > 0] if len(kps) else kps
+        kps = keypoints_of(sample)
+        visible = kps[kps[:, 2] > 0]
         target = visible[:, :2].mean(0) / np.array([w, h], np.float32) if len(visible) else np.array([0.5, 0.5])
         return {
             "pixel_values": torch.from_numpy(img).permute(2, 0, 1),

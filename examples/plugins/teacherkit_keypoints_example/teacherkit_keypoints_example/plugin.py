@@ -1,5 +1,12 @@
 """Hook implementations. Only light imports at module level: this module is loaded when
-the ``teacherkit`` CLI starts."""
+the ``teacherkit`` CLI starts.
+
+A teacher needs two hooks: ``teacherkit_register_teachers`` and ``teacherkit_load_model``.
+The preprocessor and the loss come from the teacher itself (``make_preprocessor()``,
+``make_loss()``), which the core's default hooks call. The other two hooks say which
+data this plugin is about: ``teacherkit_detect_annotations`` names the kind, and
+``teacherkit_sample_fields`` tells augmentation how the kind's sample field moves.
+"""
 
 from __future__ import annotations
 
@@ -52,18 +59,7 @@ def teacherkit_load_model(teacher: TeacherSpec, config: Any, dataset_info: Any, 
 
 
 @hookimpl
-def teacherkit_make_preprocessor(teacher: TeacherSpec, config: Any, model: Any) -> Any:
-    if teacher.name != TEACHER.name:
-        return None
-    from teacherkit_keypoints_example.model import CentroidPreprocessor
-
-    return CentroidPreprocessor(config.image_size)
-
-
-@hookimpl
-def teacherkit_make_loss(teacher: TeacherSpec, config: Any, model: Any) -> Any:
-    if teacher.name != TEACHER.name:
-        return None
-    from teacherkit_keypoints_example.model import centroid_loss
-
-    return centroid_loss
+def teacherkit_sample_fields() -> dict[str, str]:
+    # COCO keypoints reach the sample as its "keypoints" field, (N, K, 3) (x, y, visibility):
+    # augmentation moves them with the image
+    return {"keypoints": "keypoints"}
