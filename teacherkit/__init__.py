@@ -21,11 +21,19 @@ _LAZY = {
     "CharacteristicSpec": "teacherkit.teachers",
     "ParameterReport": "teacherkit.teachers",
     "DatasetInfo": "teacherkit.data.info",
-    "inspect_dataset": "teacherkit.data.inspect",
-    "get_required_models": "teacherkit.data.inspect",
     "load_coco": "teacherkit.data.coco",
     "TeacherTrainer": "teacherkit.training.trainer",
     "TeacherkitError": "teacherkit.errors",
+    # the seed guide's API (docs/seed-api.md): thin calls over the machinery above
+    "inspect_dataset": "teacherkit.seed_api",
+    "get_required_models": "teacherkit.seed_api",
+    "load_and_inspect_dataset": "teacherkit.seed_api",
+    "generate_config": "teacherkit.seed_api",
+    "create_preprocessor_from_models": "teacherkit.seed_api",
+    "get_augmentation_registry": "teacherkit.seed_api",
+    "load_grounding_dino_with_lora": "teacherkit.seed_api",
+    "TrainingManager": "teacherkit.seed_training",
+    "CheckpointManager": "teacherkit.seed_training",
 }
 
 __all__ = ["__version__", "hookimpl", *_LAZY]
