@@ -355,8 +355,15 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from teacherkit.adapters import point_input_embeddings
     from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
-    from teacherkit_dino.modeling import LoadedBase, TeacherGroundingDino, box_head_parameters, build_tiny_base
+    from teacherkit_dino.modeling import (
+        TEXT_EMBEDDINGS,
+        LoadedBase,
+        TeacherGroundingDino,
+        box_head_parameters,
+        build_tiny_base,
+    )
     from teacherkit_dino.teacher import GroundingDinoTeacher
     from teacherkit_dino.tokenizer import build_tiny_tokenizer
 
@@ -401,8 +408,10 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
 
     def plain() -> tuple[Any, dict[str, Any]]:
         model = copy.deepcopy(pristine)
-        # the subclass only adds get_input_embeddings for peft; keep transformers' own loss choice
+        # keep transformers' own loss choice; peft needs the embeddings transformers 5 cannot
+        # name for this model (the same one-line answer any plain transformers+peft user gives)
         model.loss_type = "GroundingDinoForObjectDetection"
+        point_input_embeddings(model, TEXT_EMBEDDINGS)
         lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=DEFAULT_LORA_TARGETS, bias="none")
         model = get_peft_model(model, lora)
