@@ -35,7 +35,8 @@ NOT_LOCKED = {"torch", "pip"}  # torch: installed by its own README step, so a C
 
 
 def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
-    print("+", " ".join(argv), flush=True)
+    shown = " ".join(a if len(a) < 120 else a[:60].replace("\n", " ") + " ..." for a in argv)
+    print("+", shown, flush=True)
     return subprocess.run(argv, cwd=ROOT, text=True, **kwargs)
 
 
@@ -110,7 +111,7 @@ def direct_requirements() -> list[str]:
         data = tomllib.loads((ROOT / project / "pyproject.toml").read_text())["project"]
         reqs += data.get("dependencies", [])
         reqs += data.get("optional-dependencies", {}).get("test", [])
-    return [r for r in reqs if not r.startswith("teacherkit")]
+    return list(dict.fromkeys(r for r in reqs if not r.startswith("teacherkit")))
 
 
 _BEYOND = """
