@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import typer
 
     from teacherkit.config import AugmentationConfig, TeacherConfig
+    from teacherkit.convert import BaseLocation
     from teacherkit.data.coco import CocoDataset
     from teacherkit.data.info import DatasetInfo
     from teacherkit.plugins import PluginHost
@@ -97,6 +98,26 @@ def teacherkit_load_model(
         not provide ``teacher``.
 
     Stops at the first non-``None`` result.
+    """
+
+
+@hookspec(firstresult=True)
+def teacherkit_check_base(teacher: TeacherSpec, config: TeacherConfig) -> BaseLocation | None:
+    """Say where ``teacher``'s base weights are, without loading them.
+
+    Called for each selected teacher after the config is resolved and before the output
+    folder is prepared, so a missing base stops ``train`` before it writes anything.
+    Must be cheap: look for files, do not build the model.
+
+    :param teacher: the spec of the selected teacher.
+    :param config: that teacher's resolved config section.
+    :return: a :class:`teacherkit.convert.BaseLocation` (its ``random_weights`` is true
+        for the ``tiny`` preset), or ``None`` when this plugin does not provide
+        ``teacher``. Raise a :class:`teacherkit.errors.TeacherkitError` naming the model,
+        where it looked and how to provide it when the base cannot be found.
+
+    Stops at the first non-``None`` result. A teacher whose plugin does not implement
+    it is not checked early (its ``teacherkit_load_model`` reports a missing base).
     """
 
 

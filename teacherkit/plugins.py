@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from stevedore.extension import Extension
 
     from teacherkit.config import AugmentationConfig, RootConfig, TeacherConfig
+    from teacherkit.convert import BaseLocation
     from teacherkit.data.info import DatasetInfo
     from teacherkit.teachers import Augmentation, CharacteristicSpec, LossFn, Preprocessor, Teacher, TeacherSpec
 
@@ -253,6 +254,12 @@ class PluginHost:
                    workdir: Path | None) -> Teacher:
         return self._required("teacherkit_load_model", spec, config=config, dataset_info=dataset_info,
                               workdir=workdir)
+
+    def check_base(self, spec: TeacherSpec, config: TeacherConfig) -> BaseLocation | None:
+        """Where ``spec``'s base is (``None`` when its plugin does not say); raises the
+        plugin's error naming the model and how to provide it when it is missing."""
+        answer = self.first_result("teacherkit_check_base", teacher=spec, config=config)
+        return None if answer is None else answer[1]
 
     def make_preprocessor(self, spec: TeacherSpec, config: TeacherConfig, model: Teacher) -> Preprocessor:
         return self._required("teacherkit_make_preprocessor", spec, config=config, model=model)

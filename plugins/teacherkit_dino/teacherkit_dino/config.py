@@ -8,6 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from teacherkit.config import TeacherConfig
 
+#: The base used when none is configured: IDEA-Research's Swin-T model as transformers publishes it.
+DEFAULT_BASE = "IDEA-Research/grounding-dino-tiny"
+#: Short names accepted for ``base``, each the hub id it stands for.
+NAMED_BASES = {
+    "grounding-dino-tiny": "IDEA-Research/grounding-dino-tiny",
+    "grounding-dino-base": "IDEA-Research/grounding-dino-base",
+}
+
 #: LoRA targets used when ``lora.target_modules`` is null: in every decoder layer, the
 #: self-attention, the text cross-attention, the deformable cross-attention projections
 #: and the feed-forward network (a regular expression over module names, for peft).
@@ -43,6 +51,13 @@ class GroundingDinoConfig(TeacherConfig):
 
     tiny_preset: ClassVar[dict[str, Any]] = {"finetune": "full", "shortest_edge": 128, "longest_edge": 192}
 
+    base: str = Field(
+        DEFAULT_BASE,
+        description="Base weights: a hub id in the local Hugging Face cache (IDEA-Research/grounding-dino-tiny or "
+        "-base; the short names grounding-dino-tiny/-base work too), a local folder, or 'tiny' (random weights, "
+        "small architecture, for trying the pipeline). Nothing is downloaded; IDEA's original .pth files cannot "
+        "be converted yet (see docs/teachers/grounding_dino.md).",
+    )
     shortest_edge: int = Field(800, ge=32, description="Resize so the shorter image side is this long.")
     longest_edge: int = Field(1333, ge=32, description="...unless the longer side would exceed this.")
     max_text_len: int = Field(

@@ -16,6 +16,7 @@ from transformers import GroundingDinoForObjectDetection
 
 from teacherkit.errors import TeacherkitError
 from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
+from teacherkit_dino.convert import check_base
 
 log = logging.getLogger(__name__)
 
@@ -146,11 +147,13 @@ def _not_found(base: str, why: str) -> ModelLoadError:
     )
 
 
-def load_pretrained(base: str) -> LoadedBase:
-    """``from_pretrained`` of a local directory or a hub id already in the local cache."""
+def load_pretrained(base: str, folder: Path | None = None) -> LoadedBase:
+    """``from_pretrained`` of ``folder`` (found by :func:`teacherkit_dino.convert.check_base`),
+    or, without it, of ``base`` as a local directory or a hub id already in the local cache.
+    ``base`` is what the user named; it is recorded as the source."""
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
-    path = Path(base).expanduser()
+    path = Path(folder if folder is not None else base).expanduser()
     looks_like_path = path.is_absolute() or base.startswith((".", "~")) or base.count("/") > 1
     if looks_like_path and not path.is_dir():
         raise _not_found(base, "no such directory")
@@ -184,9 +187,12 @@ def load_pretrained(base: str) -> LoadedBase:
 
 
 def load_base(config: GroundingDinoConfig, class_names: list[str]) -> LoadedBase:
+    """The base ``config.base`` names: the random ``tiny`` build, or the pretrained model
+    found by :func:`check_base` (a folder, a snapshot of the local Hugging Face cache)."""
     if config.base == "tiny":
         return build_tiny_base(class_names, config.tiny, config.max_text_len)
-    return load_pretrained(config.base)
+    location = check_base(config)
+    return load_pretrained(config.base, folder=location.path)
 
 
 # -- fine-tuning modes -----------------------------------------------------------------------

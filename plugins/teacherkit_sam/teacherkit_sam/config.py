@@ -13,6 +13,15 @@ from pydantic import Field
 
 from teacherkit.config import TeacherConfig
 
+#: The base used when none is configured: Meta's ViT-B SAM as transformers publishes it.
+DEFAULT_BASE = "facebook/sam-vit-base"
+#: Short names accepted for ``base``, each the hub id it stands for.
+NAMED_BASES = {
+    "sam-vit-base": "facebook/sam-vit-base",
+    "sam-vit-large": "facebook/sam-vit-large",
+    "sam-vit-huge": "facebook/sam-vit-huge",
+}
+
 
 class SamConfig(TeacherConfig):
     """Settings of the SAM mask teacher (transformers ``SamModel``)."""
@@ -21,6 +30,13 @@ class SamConfig(TeacherConfig):
     #: so everything trains; 128 px inputs keep a CPU step well under 0.1 s.
     tiny_preset: ClassVar[dict[str, Any]] = {"finetune": "full", "image_size": 128, "max_instances": 8}
 
+    base: str = Field(
+        DEFAULT_BASE,
+        description="Base weights: a hub id in the local Hugging Face cache (facebook/sam-vit-base, -large, "
+        "-huge; the short names sam-vit-base/-large/-huge work too), a local folder, an original Meta checkpoint "
+        "(sam_vit_b/l/h .pth, converted once into the teacherkit cache), or 'tiny' (random weights, small "
+        "architecture, for trying the pipeline). Nothing is downloaded.",
+    )
     mode: Literal["lora", "frozen_encoder"] = Field(
         "lora",
         description="'lora': LoRA on the image encoder's attention (qkv) plus the mask decoder (see "

@@ -105,21 +105,72 @@ def _load_base(config: Any) -> tuple[Any, ImageSettings]:
     return _load_pretrained(config)
 
 
+def check_base(config: Any) -> Any:
+    """Find ``teachers.sam.base`` without loading a model (a cheap check the trainer makes
+    before anything else) and check the input size it takes against ``image_size``.
+    Returns a :class:`teacherkit.convert.BaseLocation` (``.random_weights`` is true for
+    ``tiny``); raises :class:`SamLoadError` naming the model, where it looked, and how to
+    provide it."""
+    from teacherkit.convert import BaseNotFoundError, find_base
+    from teacherkit_sam.config import DEFAULT_BASE, NAMED_BASES
+
+    try:
+        location = find_base(config.base, key="teachers.sam.base", default=DEFAULT_BASE, named=NAMED_BASES,
+                             checkpoints="an original sam_vit_b/l/h checkpoint")
+    except BaseNotFoundError as exc:
+        raise SamLoadError(str(exc)) from None
+    size = None
+    if location.kind == "checkpoint":
+        from teacherkit_sam.convert import CONVERTER, detect_variant
+
+        state_dict = CONVERTER.read(location.path)  # memory-mapped: shapes only
+        size = detect_variant(state_dict, f"teachers.sam.base = {config.base!r}").image_size
+    elif location.kind in ("folder", "cache"):
+        size = _configured_image_size(location.path / "config.json")
+    if size is not None and size != config.image_size:
+        raise SamLoadError(
+            f"teachers.sam.image_size={config.image_size} but the model at {config.base!r} takes {size} px "
+            f"inputs; set teachers.sam.image_size={size}"
+        )
+    return location
+
+
+def _configured_image_size(config_json: Path) -> int | None:
+    import json
+
+    try:
+        data = json.loads(config_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SamLoadError(f"{config_json}: unreadable model config ({exc})") from exc
+    if data.get("model_type") not in (None, "sam"):
+        raise SamLoadError(f"{config_json}: a {data.get('model_type')!r} model, not SAM")
+    return int((data.get("vision_config") or {}).get("image_size", 1024))
+
+
+def pretrained_folder(config: Any) -> Path:
+    """The folder ``from_pretrained`` reads for ``config.base``: the folder itself, the
+    cached snapshot, or the teacherkit cache's conversion of an original ``.pth`` (made
+    the first time, see :func:`teacherkit.convert.converted_checkpoint`)."""
+    location = check_base(config)
+    if location.kind == "checkpoint":
+        from teacherkit.convert import converted_checkpoint
+        from teacherkit_sam.convert import CONVERTER
+
+        log.info("using the conversion of %s (converted once, kept in the teacherkit cache)", location.path)
+        return converted_checkpoint(location.path, CONVERTER)
+    assert location.path is not None  # tiny never reaches here
+    return location.path
+
+
 def _load_pretrained(config: Any) -> tuple[Any, ImageSettings]:
     from transformers import SamModel, SamProcessor
 
-    path = Path(config.base).expanduser()
-    source = str(path) if path.exists() else config.base
+    source = str(pretrained_folder(config))
     try:
         extra = {"attn_implementation": "eager"} if getattr(config, "attention", "folded") == "eager" else {}
         model = SamModel.from_pretrained(source, local_files_only=True, **extra)
     except (OSError, ValueError) as exc:
-        raise SamLoadError(
-            f"teachers.sam.base={config.base!r}: no SAM model found as a local directory or in the local "
-            "Hugging Face cache (teacherkit never downloads). Fetch it where there is internet, e.g. "
-            f"`huggingface-cli download {config.base}`, copy the folder here and set teachers.sam.base to its "
-            "path; or use teachers.sam.base=tiny to try the pipeline."
-        ) from exc
+        raise SamLoadError(f"teachers.sam.base={config.base!r}: {source} does not load as a SAM model ({exc})") from exc
     model_size = int(model.config.vision_config.image_size)
     if config.image_size != model_size:
         raise SamLoadError(
