@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from teacherkit import __version__
-from teacherkit.errors import TeacherkitError
+from teacherkit.errors import EXIT_BUG, EXIT_INTERRUPTED, TeacherkitError, describe_os_error, exit_code_for
 
 #: Core command modules, each exposing ``register(app: typer.Typer)``. A module that
 #: is not there yet (a partial install) is skipped.
@@ -56,11 +56,21 @@ def _main_callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
     ] = False,
+    allow_outside_images: Annotated[
+        bool, typer.Option("--allow-outside-images",
+                           help="Let image file_names leave the image folder (absolute paths, '..'); refused "
+                                "otherwise. Same as TEACHERKIT_ALLOW_OUTSIDE_IMAGES=1.")
+    ] = False,
 ) -> None:
     """Fine-tune Grounding DINO (boxes) and SAM (masks) teachers on your COCO data with LoRA,
     chosen from what the data contains; evaluate them and pseudo-label images for a student."""
     state.verbose = verbose
     _configure_logging(verbose)
+    if allow_outside_images:
+        from teacherkit.data.image_files import ALLOW_OUTSIDE_IMAGES_ENV
+
+        # the environment reaches every reader of images, DataLoader workers included
+        os.environ[ALLOW_OUTSIDE_IMAGES_ENV] = "1"
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -176,7 +186,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors print one line (traceback with ``--verbose``)."""
+    """Run the CLI; user errors print one line (traceback with ``--verbose``) and exit
+    with :func:`teacherkit.errors.exit_code_for`."""
     args = list(sys.argv[1:] if argv is None else argv)
     state.verbose = "--verbose" in args or "-v" in args
     _configure_logging(state.verbose)
@@ -187,38 +198,74 @@ def run(argv: list[str] | None = None) -> int:
 
     # transformers 5 deprecation chatter from inside peft/transformers, not actionable by users
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    saved_env = dict(os.environ)
+    try:
+        return _dispatch(args)
+    finally:
+        # --allow-outside-images lasts for this invocation only (run() is also called in-process)
+        for key in set(os.environ) - set(saved_env):
+            if key.startswith("TEACHERKIT_"):
+                del os.environ[key]
+
+
+def _dispatch(args: list[str]) -> int:
     try:
         app = build_app()
         # with standalone_mode=False click returns a command's exit code instead of raising
         rc = app(args=args, prog_name="teacherkit", standalone_mode=False)
         if isinstance(rc, int):
             return rc
-    except TeacherkitError as exc:
+    except (TeacherkitError, OSError) as exc:
         if state.verbose:
             import traceback
 
             traceback.print_exc()
-        typer.echo(f"error: {exc}", err=True)
-        return exc.exit_code
+        message = str(exc) if isinstance(exc, TeacherkitError) else describe_os_error(exc)
+        typer.echo(f"error: {message if state.verbose else one_line(message)}", err=True)
+        return exit_code_for(exc)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
         typer.echo("aborted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:  # click usage errors and bugs
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):  # click/typer usage errors
-            exc.show()
+            _show_usage_error(exc)
             return exc.exit_code
         if state.verbose:
             raise
         typer.echo(f"error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
-        return 1
+        return EXIT_BUG
     return 0
+
+
+def one_line(message: str) -> str:
+    """A message on one line (what scripts and log greps expect): a line ending in ":"
+    runs on into the next, other lines are separated by "; "."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return message
+    out = lines[0]
+    for previous, line in zip(lines, lines[1:], strict=False):
+        out += (" " if previous.endswith(":") else "; ") + line
+    return out
+
+
+def _show_usage_error(exc: Any) -> None:
+    """A bad flag in one line, ``error: <what> (see 'teacherkit <cmd> --help')``; a bare
+    command (no arguments) still shows its help."""
+    if type(exc).__name__ == "NoArgsIsHelpError" or not hasattr(exc, "format_message"):
+        exc.show()
+        return
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(str(exc.format_message()).split())
+    typer.echo(f"error: {message}{where}", err=True)
 
 
 def main() -> None:

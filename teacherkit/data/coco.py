@@ -136,6 +136,8 @@ class CocoDataset:
             file = msgspec.convert(data, type=_CocoFile, strict=False)
         except msgspec.ValidationError as exc:
             raise DataError(f"{where}: {exc}") from None
+        except RecursionError:
+            raise DataError(f"{where}: values are nested too deeply (json.too_deep)") from None
         return cls._from_file(file, path)
 
     @classmethod
@@ -179,6 +181,9 @@ def load_coco(path: str | Path) -> CocoDataset:
     except msgspec.DecodeError as exc:
         _offset, message = describe_decode_error(str(exc), data)
         raise DataError(f"{path}: {message}") from None
+    except RecursionError:
+        raise DataError(f"{path}: arrays or objects are nested too deeply to decode (json.too_deep); "
+                        "this is not a COCO file") from None
     return CocoDataset._from_file(file, path)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from teacherkit.errors import DataError, OutputExistsError
+from teacherkit.errors import DataError, OutputExistsError, check_output_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
@@ -165,8 +165,7 @@ def _check_outputs(data: Path, fix: Path | None, split_files: list[Path], force:
     for flag, target in targets:
         if target.resolve() == source:
             raise DataError(f"{flag} {target}: that is the input file; teacherkit never overwrites its input")
-        if target.is_dir():
-            raise DataError(f"{flag} {target}: is a folder, expected a file path")
+        check_output_file(target, flag)  # a folder there, a parent that is a file, no permission
         if target.exists() and not force:
             raise OutputExistsError(f"{flag} {target} exists; pass --force to overwrite it")
     if fix is not None and any(fix.resolve() == p.resolve() for p in split_files):
@@ -232,6 +231,8 @@ def _print_repairs(console: Console, repairs: list[Any], path: Path, examples: i
 
 def _write_splits(coco: dict[str, Any], fractions: dict[str, float], seed: int, stratify: bool, out_dir: Path,
                   console: Console | None) -> dict[str, Any]:
+    import os
+
     import msgspec
 
     from teacherkit.atomic import atomic_write_bytes
@@ -239,10 +240,19 @@ def _write_splits(coco: dict[str, Any], fractions: dict[str, float], seed: int, 
 
     splits = split_coco(coco, fractions, seed=seed, stratify=stratify)
     written: dict[str, Any] = {}
-    for name, part in splits.items():
-        path = out_dir / f"{name}.json"
-        atomic_write_bytes(path, msgspec.json.encode(part) + b"\n")
-        written[name] = {"path": str(path), "images": len(part["images"]), "annotations": len(part["annotations"])}
+    staged: list[tuple[Path, Path]] = []
+    try:  # every split aside first, then all renamed in: a full disk leaves no split of a set behind
+        for name, part in splits.items():
+            path = out_dir / f"{name}.json"
+            staged.append((path.with_name(f".{path.name}.split.tmp"), path))
+            atomic_write_bytes(staged[-1][0], msgspec.json.encode(part) + b"\n")
+            written[name] = {"path": str(path), "images": len(part["images"]),
+                             "annotations": len(part["annotations"])}
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _path in staged:
+            tmp.unlink(missing_ok=True)
     counts = split_class_counts(splits)
     missing = missing_classes(splits)
     for name in splits:

@@ -30,6 +30,7 @@ CHECKS: dict[str, Check] = {c.code: c for c in [
     Check("json.syntax", _E, False, "the file is not valid JSON (byte offset, line, column given)", fatal=True),
     Check("json.encoding", _E, True, "the file is not UTF-8 (fix: transcode from Windows-1252/Latin-1)"),
     Check("json.bom", _W, True, "the file starts with a UTF-8 byte-order mark (fix: drop it)"),
+    Check("json.too_deep", _E, False, "arrays/objects nested deeper than a JSON reader can follow", fatal=True),
     Check("json.nonstandard_number", _E, False, "NaN or Infinity literals, which JSON does not allow"),
     # top level
     Check("coco.not_object", _E, False, "the top level is not a JSON object", fatal=True),
@@ -47,6 +48,8 @@ CHECKS: dict[str, Check] = {c.code: c for c in [
     # image files
     Check("file.missing", _E, False, "the image file does not exist"),
     Check("file.unreadable", _E, False, "the image file is not an image format that can be opened"),
+    Check("file.too_large", _E, False, "the image has more pixels than Pillow decodes safely (decompression "
+                                       "bomb); it is never decoded"),
     Check("file.truncated", _E, False, "the image file ends early (no JPEG end marker / PNG IEND chunk)"),
     Check("file.size_mismatch", _E, False, "the file's pixel size differs from `width`/`height`"),
     Check("file.exif_rotated", _W, False, "the file has an EXIF orientation that rotates or flips it"),

@@ -120,6 +120,8 @@ def from_bytes(data: bytes) -> RawCoco:
         return _generic(data, raw)  # some shape is unexpected: check it all by hand
     except msgspec.DecodeError as exc:
         return _after_decode_error(data, raw, str(exc))
+    except RecursionError:
+        return too_deep(raw)
     raw.images, raw.annotations, raw.categories = lean.images, lean.annotations, lean.categories
     return raw
 
@@ -131,7 +133,18 @@ def _generic(data: bytes, raw: RawCoco) -> RawCoco:
         return _python_json(data, raw, None)
     except msgspec.DecodeError as exc:
         return _after_decode_error(data, raw, str(exc))
+    except RecursionError:
+        return too_deep(raw)
     return from_python(value, raw)
+
+
+def too_deep(raw: RawCoco) -> RawCoco:
+    """The fatal finding of a file nested deeper than the decoder's recursion limit (no
+    COCO file is: its deepest value, a polygon, sits five levels down)."""
+    raw.findings.append(finding("json.too_deep", "arrays or objects are nested too deeply to decode (a COCO file "
+                                "nests five levels)", "$"))
+    raw.fatal = True
+    return raw
 
 
 def _after_decode_error(data: bytes, raw: RawCoco, message: str) -> RawCoco:
@@ -146,6 +159,8 @@ def _after_decode_error(data: bytes, raw: RawCoco, message: str) -> RawCoco:
 def _python_json(data: bytes, raw: RawCoco, offset: int | None) -> RawCoco:
     try:
         value = json.loads(data)
+    except RecursionError:
+        return too_deep(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = position(data, getattr(exc, "pos", offset or 0))
         raw.findings.append(finding("json.syntax", f"invalid JSON at {where}: {getattr(exc, 'msg', exc)}", "$"))

@@ -13,16 +13,16 @@ from __future__ import annotations
 import gc
 import os
 import time
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path
 from typing import Any
 
 from teacherkit.data.annotation_checks import AnnotationChecker, is_int
 from teacherkit.data.findings import CHECKS, Finding, Report, finding
-from teacherkit.data.image_files import ImageEntry, check_image_files
+from teacherkit.data.image_files import ImageEntry, check_image_files, escapes_folder, outside_images_allowed
 from teacherkit.data.jsonbytes import read_bytes
 from teacherkit.data.rawcoco import UNSET, RawCoco, from_bytes, from_python, json_type
 
-__all__ = ["CHECKS", "Finding", "Report", "validate_coco", "rare_classes"]
+__all__ = ["CHECKS", "Finding", "Report", "validate_coco", "rare_classes", "escapes_folder"]
 
 
 def validate_coco(path_or_dict: str | Path | dict[str, Any] | Any, images_dir: str | Path | None = None,
@@ -186,23 +186,13 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
-def escapes_folder(file_name: str) -> bool:
-    """Whether ``file_name`` is absolute or climbs out of its folder with ``..``."""
-    if ".." not in file_name and ":" not in file_name and not file_name.startswith(("/", "\\")):
-        return False  # the usual "000000391895.jpg" needs no path parsing
-    for flavour in (PurePosixPath, PureWindowsPath):
-        pure = flavour(file_name)
-        if pure.is_absolute() or pure.anchor or ".." in pure.parts:
-            return True
-    return False
-
-
 def _check_images(images: list[Any], out: list[Finding]) -> tuple[set[Any], dict[Any, tuple[int, int]],
                                                                   list[ImageEntry]]:
     ids: set[Any] = set()
     sizes: dict[Any, tuple[int, int]] = {}
     files: dict[str, int] = {}
     entries: list[ImageEntry] = []
+    allow_outside = outside_images_allowed()
     for index, image in enumerate(images):
         path = f"$.images[{index}]"
         if not isinstance(image, dict):
@@ -243,8 +233,9 @@ def _check_images(images: list[Any], out: list[Finding]) -> tuple[set[Any], dict
             out.append(finding("image.bad_field", f"file_name is {name!r}, expected a relative path",
                                f"{path}.file_name", **where))
             continue
-        if escapes_folder(name):
-            out.append(finding("image.path_escapes", f"file_name {name!r} is absolute or leaves the image folder",
+        if not allow_outside and escapes_folder(name):
+            out.append(finding("image.path_escapes", f"file_name {name!r} is absolute or leaves the image folder "
+                               "(never opened; teacherkit --allow-outside-images allows it)",
                                f"{path}.file_name", **where))
             continue
         norm = os.path.normpath(name)

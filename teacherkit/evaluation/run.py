@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from teacherkit.errors import DataError
+from teacherkit.evaluation.coco_metrics import STAT_NAMES
 
 
 class NothingToScoreError(DataError):
@@ -83,18 +84,57 @@ def check_scorable(coco: Any, path: Path) -> None:
         raise NothingToScoreError(f"{path}: nothing to score: the file has no annotations")
 
 
+#: COCOeval's area ranges of the size-split stats (an object counts where lo <= area <= hi).
+_AREA_RANGES = {"s": (0.0, 32.0**2), "m": (32.0**2, 96.0**2), "l": (96.0**2, 1e10)}
+
+
+def _gt_areas(gt: dict[str, Any], prefix: str) -> list[float]:
+    """Areas of the ground truth COCOeval scores for ``prefix`` (crowds are ignored by it)."""
+    areas = []
+    for ann in gt.get("annotations", []):
+        if ann.get("iscrowd") or (prefix == "segm" and not ann.get("segmentation")):
+            continue
+        area = ann.get("area")
+        if area is None and ann.get("bbox"):
+            area = float(ann["bbox"][2]) * float(ann["bbox"][3])
+        areas.append(float(area or 0.0))
+    return areas
+
+
+def undefined_as_none(metrics: dict[str, Any], gt: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` for people to read: a headline stat COCOeval leaves undefined (its -1,
+    e.g. ``APs`` when no object is small; every stat when there is nothing to score) is
+    ``None`` instead of the 0 the training loop keeps, so a table shows it as a dash."""
+    out = dict(metrics)
+    for prefix in ("bbox", "segm"):
+        if f"{prefix}_AP" not in out:
+            continue
+        areas = _gt_areas(gt, prefix)
+        for name in STAT_NAMES:
+            size = name[-1] if name[-1] in _AREA_RANGES else None
+            lo, hi = _AREA_RANGES[size] if size else (float("-inf"), float("inf"))
+            if not any(lo <= a <= hi for a in areas):
+                out[f"{prefix}_{name}"] = None
+    return out
+
+
 def _load_sets(experiment: Any, data: Path, images: Path | None, reference: Path | None,
                reference_images: Path | None) -> dict[str, tuple[Any, Path]]:
     from teacherkit.data.coco import load_coco
+    from teacherkit.data.image_files import check_image_paths
 
     sets = {"data": (Path(data), Path(images) if images else Path(data).parent)}
     if reference:
         sets["reference"] = (Path(reference), Path(reference_images) if reference_images else Path(reference).parent)
     loaded: dict[str, tuple[Any, Path]] = {}
     for key, (path, folder) in sets.items():
+        flag = "--images" if key == "data" else "--reference-images"
+        if not folder.is_dir():
+            raise DataError(f"{flag} {folder}: not a folder (the images of {path})")
         coco = load_coco(path)
         check_scorable(coco, path)
         check_categories(experiment.info, coco, path)
+        check_image_paths(coco.images, folder, source=path)
         loaded[key] = (coco, folder)
     return loaded
 
@@ -110,7 +150,8 @@ def evaluate_experiment(
     batch_size: int = 4,
     teachers: list[str] | None = None,
 ) -> dict[str, Any]:
-    """``{"teachers": {name: {"data": {"base": m, "tuned": m}, "reference": {...}}}}``.
+    """``{"teachers": {name: {"data": {"base": m, "tuned": m}, "reference": {...}}}}``;
+    undefined stats are ``None`` (:func:`undefined_as_none`).
 
     :raises ExperimentError: the experiment has no trained teacher (or not the one asked for).
     :raises NothingToScoreError: ``data`` or ``reference`` has no images or no annotations.
@@ -126,6 +167,7 @@ def evaluate_experiment(
             loaded = experiment.teacher(name, **kwargs)
             for key, (coco, folder) in loaded_sets.items():
                 preds = predictions_for(loaded, coco, folder, experiment.info, batch_size)
-                entry.setdefault(key, {})[variant] = metrics_for(spec, coco.to_dict(), preds)
+                gt = coco.to_dict()
+                entry.setdefault(key, {})[variant] = undefined_as_none(metrics_for(spec, gt, preds), gt)
         result["teachers"][name] = entry
     return result

@@ -7,6 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
+from teacherkit.errors import TeacherkitError
+
+
+def check_fraction(flag: str, value: float | None, *, zero_allowed: bool = True) -> None:
+    """Refuse a threshold outside [0, 1] (or (0, 1] where 0 means nothing), before any work."""
+    if value is None:
+        return
+    low_ok = value >= 0.0 if zero_allowed else value > 0.0
+    if not (low_ok and value <= 1.0):  # also refuses NaN
+        domain = "[0, 1]" if zero_allowed else "(0, 1]"
+        raise TeacherkitError(f"{flag} {value}: must be in {domain}")
+
 
 def label_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
@@ -29,8 +41,12 @@ def label_command(
     experiment has it, written as one COCO file with scores."""
     from teacherkit.cli import get_host
     from teacherkit.inference.experiment import Experiment
-    from teacherkit.inference.label import label_images
+    from teacherkit.inference.label import check_label_output, label_images
 
+    check_fraction("--box-threshold", box_threshold)
+    check_fraction("--text-threshold", text_threshold)
+    check_fraction("--nms", nms, zero_allowed=False)
+    check_label_output(output, overwrite=overwrite, resume=resume)  # again in label_images; here before loading
     exp = Experiment(experiment, host=get_host(), device=device)
     overrides: dict[str, Any] = {k: v for k, v in {"box_threshold": box_threshold, "text_threshold": text_threshold,
                                                    "nms_iou": nms}.items() if v is not None}
@@ -84,11 +100,13 @@ def export_command(
 ) -> None:
     """Export adapter bundles (default) or merged full models (--merge)."""
     from teacherkit.cli import get_host
+    from teacherkit.errors import check_output_dir
     from teacherkit.inference.experiment import Experiment
     from teacherkit.inference.export import export_experiment
 
+    check_output_dir(output, "--output")
     exp = Experiment(experiment, host=get_host(), device="cpu")
-    names = [m.strip() for m in models.split(",")] if models else None
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     for name, path in export_experiment(exp, output, merge=merge, overwrite=overwrite, teachers=names).items():
         typer.echo(f"{name}: {'merged model' if merge else 'adapter bundle'} -> {path}")
 

@@ -50,6 +50,28 @@ class LoadedTeacher:
             return self.teacher.predict(self.teacher.model, batch)
 
 
+def check_overrides(name: str, config: Any, overrides: dict[str, Any]) -> None:
+    """Refuse prediction settings the teacher's config does not have or would not accept
+    (``model_copy`` alone would take ``box_threshold=5`` without a word).
+
+    :raises ExperimentError: naming the setting, the teacher and the reason.
+    """
+    if not overrides:
+        return
+    import pydantic
+
+    fields = type(config).model_fields
+    for key in overrides:
+        if key not in fields:
+            raise ExperimentError(f"{name}: has no prediction setting {key!r}")
+    try:
+        type(config).model_validate({**config.model_dump(), **overrides})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ExperimentError(f"{name}: {where}={first.get('input')!r}: {first['msg']}") from None
+
+
 def empty_sample(image: np.ndarray, image_id: int, file_name: str = "") -> Sample:
     h, w = image.shape[:2]
     return {
@@ -117,7 +139,12 @@ class Experiment:
             raise ExperimentError(
                 f"{self.path}: no trained model to use ({detail}); training stopped before a model was saved. "
                 f"Continue it with 'teacherkit train ... --output {self.path} --resume'")
+        installed = list(self.host.teachers())
         for name in names or []:
+            if name not in installed:
+                raise ExperimentError(f"--models {name!r}: not an installed teacher (installed: "
+                                      f"{', '.join(installed) or 'none'}); trained in {self.path}: "
+                                      f"{', '.join(trained)}")
             if name not in trained:
                 raise ExperimentError(f"{self.path}: no trained teacher {name!r}; "
                                       f"this experiment has: {', '.join(trained)}")
@@ -157,6 +184,7 @@ class Experiment:
         spec = self.host.teacher(name)
         paths = self.layout.teacher(name)
         tcfg = self.config.teacher(name)
+        check_overrides(name, tcfg, overrides or {})
         update: dict[str, Any] = dict(overrides or {})
         if paths.base.is_dir():
             update["base"] = str(paths.base)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from teacherkit.atomic import atomic_dir, atomic_write_text
-from teacherkit.errors import OutputExistsError, TeacherkitError
+from teacherkit.atomic import atomic_replace_dir, atomic_write_text, make_temp_dir
+from teacherkit.errors import OutputExistsError, TeacherkitError, check_output_dir
 
 #: Files of a base folder that belong to its processor/tokenizer rather than its weights.
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -24,27 +25,54 @@ TRANSFORMERS_CLASSES = {
 
 def export_experiment(experiment: Any, output: Path, *, merge: bool = False, overwrite: bool = False,
                       teachers: list[str] | None = None) -> dict[str, Path]:
+    """Write one folder per teacher into ``output``; returns ``{teacher: folder}``.
+
+    Every check comes first (the teachers are trained, ``output`` can be a folder, it is
+    empty or ``overwrite`` is given); the teachers are then written into a staging folder
+    next to ``output`` and moved in only when all are complete, so a failure (a full disk,
+    a teacher that cannot merge) leaves ``output`` as it was. With ``overwrite`` only the
+    teachers' own sub-folders are replaced; other files in ``output`` are not touched.
+
+    :raises ExperimentError: a name in ``teachers`` is not a trained teacher of the experiment.
+    :raises OutputError: ``output`` is a file or cannot be created.
+    """
     output = Path(output)
+    names = experiment.require_trained(teachers)
+    check_output_dir(output, "--output")
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise OutputExistsError(f"--output {output} already exists; use --overwrite to replace it")
-    output.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for name in teachers or experiment.teacher_names:
-        final = output / name
-        tdir = experiment.path / "teachers" / name
-        with atomic_dir(final) as tmp:
-            architecture = None
-            if merge:
-                architecture = export_merged(experiment.teacher(name), tmp, name=name)
-            else:
-                shutil.copytree(tdir / "adapter", tmp / "adapter")
-                if (tdir / "base").is_dir():
-                    shutil.copytree(tdir / "base", tmp / "base")
-            shutil.copy2(experiment.path / "teacher_config.yaml", tmp / "teacher_config.yaml")
-            shutil.copy2(experiment.path / "dataset_info.json", tmp / "dataset_info.json")
-            atomic_write_text(tmp / "README.txt", _readme(name, architecture, experiment))
-        written[name] = final
-    return written
+    created = [p for p in (output.parent, *output.parent.parents) if not p.exists()]
+    staging = make_temp_dir(output)
+    try:
+        for name in names:
+            _export_one(experiment, name, staging / name, merge)
+        output.mkdir(exist_ok=True)
+        for name in names:
+            atomic_replace_dir(staging / name, output / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # parents this call made, nearest first, when they hold nothing else
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {name: output / name for name in names}
+
+
+def _export_one(experiment: Any, name: str, folder: Path, merge: bool) -> None:
+    tdir = experiment.path / "teachers" / name
+    folder.mkdir()
+    architecture = None
+    if merge:
+        architecture = export_merged(experiment.teacher(name), folder, name=name)
+    else:
+        shutil.copytree(tdir / "adapter", folder / "adapter")
+        if (tdir / "base").is_dir():
+            shutil.copytree(tdir / "base", folder / "base")
+    shutil.copy2(experiment.path / "teacher_config.yaml", folder / "teacher_config.yaml")
+    shutil.copy2(experiment.path / "dataset_info.json", folder / "dataset_info.json")
+    atomic_write_text(folder / "README.txt", _readme(name, architecture, experiment))
 
 
 def transformers_class(model: Any) -> str:

@@ -82,6 +82,17 @@ def _json_truncated(d, root):
     return Expect("$", raw=json.dumps(d).encode()[:-40], message="ends early")
 
 
+@case("json.too_deep")
+def _json_too_deep(d, root):
+    # deeper than any decoder's recursion limit: RecursionError must become a finding
+    return Expect("$", raw=b'{"images": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", message="nested too deeply")
+
+
+@case("json.too_deep", "objects")
+def _json_too_deep_objects(d, root):
+    return Expect("$", raw=b'{"info": ' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}", message="nested")
+
+
 @case("json.encoding")
 def _json_encoding(d, root):
     d["categories"][0]["name"] = "café"
@@ -180,6 +191,31 @@ def _file_missing(d, root):
 def _file_unreadable(d, root):
     (root / d["images"][1]["file_name"]).write_bytes(b"this is not an image at all")
     return Expect("$.images[1].file_name", image_id=2)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` (no pixel data): a decompression
+    bomb as Pillow sees it, a few bytes on disk."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@case("file.too_large")
+def _file_bomb(d, root):
+    (root / d["images"][1]["file_name"]).write_bytes(png_header(20_000, 20_000))  # over 2x the limit: an error
+    return Expect("$.images[1].file_name", image_id=2, message="too many pixels")
+
+
+@case("file.too_large", "warning")
+def _file_bomb_warning(d, root):
+    (root / d["images"][2]["file_name"]).write_bytes(png_header(10_000, 10_000))  # over the limit: a warning
+    return Expect("$.images[2].file_name", image_id=3, message="decompression bomb")
 
 
 @case("file.truncated")

@@ -87,3 +87,17 @@ def test_evaluate_table_shows_undefined_as_a_dash_and_plugin_metrics(capsys):
     assert UNDEFINED in circle and "0.0000" not in circle
     assert "+0.2500" in out  # gain of bbox_AP
     assert "keypoint_error" in out and "-2.0000" in out
+
+
+def test_undefined_headline_stats_become_none_for_people_only():
+    from teacherkit.evaluation.run import undefined_as_none
+
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 10, 10], "score": 0.9}]
+    metrics = metrics_for("bbox", _gt(), dets)  # both objects are small (areas 100 and 64)
+    assert metrics["bbox_APl"] == 0.0 and metrics["bbox_APm"] == 0.0  # what the training loop reads
+    shown = undefined_as_none(metrics, _gt())
+    assert shown["bbox_APl"] is None and shown["bbox_APm"] is None and shown["bbox_ARl"] is None
+    assert shown["bbox_APs"] == metrics["bbox_APs"] and shown["bbox_AP"] == metrics["bbox_AP"]
+    crowd_only = dict(_gt(), annotations=[dict(a, iscrowd=1) for a in _gt()["annotations"]])
+    assert all(v is None for k, v in undefined_as_none(metrics, crowd_only).items()
+               if k.startswith("bbox_A") and k != "bbox_per_class_AP")
