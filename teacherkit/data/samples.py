@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from teacherkit.data.image_files import bomb_reason, resolve_image_path
 from teacherkit.data.info import DatasetInfo
 from teacherkit.errors import DataError
 from teacherkit.types import Sample
@@ -32,14 +33,21 @@ def sample_seed(run_seed: int, epoch: int, index: int) -> int:
 
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 pixels with EXIF orientation applied (what a camera user saw)."""
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
+        with warnings.catch_warnings():
+            # an image over Pillow's pixel limit is refused, never decoded (decompression bomb)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                return np.asarray(img.convert("RGB"))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: image file not found") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"{path}: {bomb_reason(exc)}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: cannot read image: {exc}") from exc
 
@@ -154,7 +162,8 @@ class SampleDataset:
 
         mask = None
         if ann.segmentation and (self.with_masks or ann.bbox is None):
-            mask = segmentation_to_mask(ann.segmentation, height, width)
+            source = getattr(self.coco, "path", None) or "dataset"
+            mask = segmentation_to_mask(ann.segmentation, height, width, where=f"{source} annotation {ann.id}")
         if self.learns_from == "masks" and mask is None:
             return None
         if ann.iscrowd and self.learns_from in BUILTIN_KINDS:
@@ -170,7 +179,7 @@ class SampleDataset:
 
     def raw_sample(self, index: int) -> Sample:
         img = self.images[index]
-        pixels = read_image(self.images_dir / img.file_name)
+        pixels = read_image(resolve_image_path(self.images_dir, img.file_name, image_id=img.id))
         height, width = pixels.shape[:2]
         found = _Instances()
         for ann in self._anns[img.id]:

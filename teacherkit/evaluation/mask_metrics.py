@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 
-def _decode(segmentation: Any, height: int, width: int) -> np.ndarray:
+def _decode(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:
     from teacherkit.data.masks import segmentation_to_mask
 
-    return segmentation_to_mask(segmentation, height, width).astype(bool)
+    return segmentation_to_mask(segmentation, height, width, where=where).astype(bool)
 
 
 def iou_and_dice(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -24,10 +24,15 @@ def iou_and_dice(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     return iou, dice
 
 
-def prompted_mask_metrics(gt: dict[str, Any], predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def prompted_mask_metrics(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], *,
+                          source: str = "ground truth") -> dict[str, Any]:
     """mIoU and mDice of predictions that each name the ground-truth ``annotation_id`` they
     were prompted from. Ground-truth instances without a prediction count as IoU 0, so a
-    teacher cannot look better by skipping hard instances. Also per-class mIoU."""
+    teacher cannot look better by skipping hard instances. Also per-class mIoU.
+
+    :param source: names ``gt`` (its file) in the error about a mask that cannot be decoded.
+    :raises SegmentationError: a ground-truth or predicted mask does not fit its image.
+    """
     images = {img["id"]: img for img in gt.get("images", [])}
     names = {c["id"]: c["name"] for c in gt.get("categories", [])}
     anns = {a["id"]: a for a in gt.get("annotations", []) if a.get("segmentation") and not a.get("iscrowd", 0)}
@@ -39,11 +44,12 @@ def prompted_mask_metrics(gt: dict[str, Any], predictions: Sequence[dict[str, An
         img = images[ann["image_id"]]
         h, w = int(img["height"]), int(img["width"])
         pred = by_ann.get(ann_id)
-        gt_mask = _decode(ann["segmentation"], h, w)
+        where = f"{source} annotation {ann_id}"
+        gt_mask = _decode(ann["segmentation"], h, w, where)
         if pred is None:
             iou, dice = 0.0, 0.0
         else:
-            iou, dice = iou_and_dice(_decode(pred["segmentation"], h, w), gt_mask)
+            iou, dice = iou_and_dice(_decode(pred["segmentation"], h, w, f"prediction for {where}"), gt_mask)
         ious.append(iou)
         dices.append(dice)
         per_class.setdefault(names.get(ann["category_id"], str(ann["category_id"])), []).append(iou)

@@ -90,3 +90,33 @@ def test_the_training_module_still_offers_the_old_names():
 
     assert CocoTrainDataset is samples.SampleDataset and read_image is samples.read_image
     assert move_to_device is samples.move_to_device and old_seed is sample_seed
+
+
+def _with_file_name(tmp_path, name):
+    path = make_coco_dataset(tmp_path, num_images=2, seed=5)
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = name
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "/etc/hostname"])
+def test_samples_refuse_images_outside_the_folder(tmp_path, monkeypatch, name):
+    from teacherkit.errors import DataError
+
+    monkeypatch.delenv("TEACHERKIT_ALLOW_OUTSIDE_IMAGES", raising=False)
+    dataset = _dataset(_with_file_name(tmp_path, name), "boxes")
+    with pytest.raises(DataError, match=r"image 1 is absolute or leaves the image folder.*allow-outside-images"):
+        dataset.raw_sample(0)
+
+
+def test_samples_refuse_a_decompression_bomb_without_decoding_it(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from teacherkit.errors import DataError
+
+    path = make_coco_dataset(tmp_path, num_images=2, seed=5)
+    first = json.loads(path.read_text())["images"][0]["file_name"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the shapes images are far larger
+    with pytest.raises(DataError, match=rf"{first}: too many pixels to decode safely"):
+        _dataset(path, "boxes").raw_sample(0)

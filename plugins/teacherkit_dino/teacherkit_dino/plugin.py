@@ -2,6 +2,10 @@
 
 Loaded at CLI start-up through the ``teacherkit.plugins`` entry point, so it stays
 light: torch, transformers and peft are imported inside the hook functions only.
+
+A teacher plugin with two hooks: the preprocessor and the loss come from
+:class:`~teacherkit_dino.teacher.GroundingDinoTeacher` itself (``make_preprocessor()``,
+``make_loss()``), which the core's default hooks ask for.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from teacherkit.teachers import TeacherSpec
 from teacherkit_dino.config import GroundingDinoConfig
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
     from teacherkit.data.info import DatasetInfo
     from teacherkit_dino.teacher import GroundingDinoTeacher
 
@@ -27,10 +33,6 @@ TEACHER = TeacherSpec(
 )
 
 
-def _ours(teacher: TeacherSpec) -> bool:
-    return teacher.name == TEACHER.name
-
-
 @hookimpl
 def teacherkit_register_teachers() -> list[TeacherSpec]:
     return [TEACHER]
@@ -38,10 +40,10 @@ def teacherkit_register_teachers() -> list[TeacherSpec]:
 
 @hookimpl
 def teacherkit_load_model(
-    teacher: TeacherSpec, config: GroundingDinoConfig, dataset_info: DatasetInfo, workdir: Any
+    teacher: TeacherSpec, config: GroundingDinoConfig, dataset_info: DatasetInfo, workdir: Path | None
 ) -> GroundingDinoTeacher | None:
     """Build the base (tiny, local directory or cached hub id) and apply LoRA or full tuning."""
-    if not _ours(teacher):
+    if teacher.name != TEACHER.name:
         return None
     from teacherkit_dino.modeling import load_base
     from teacherkit_dino.teacher import GroundingDinoTeacher
@@ -51,18 +53,20 @@ def teacherkit_load_model(
 
 
 @hookimpl
-def teacherkit_make_preprocessor(teacher: TeacherSpec, config: GroundingDinoConfig, model: Any) -> Any:
-    """Resize, normalise, pad, and build each sample's prompt (see ``preprocess.py``)."""
-    if not _ours(teacher):
+def teacherkit_check_base(teacher: TeacherSpec, config: Any) -> Any:
+    """Where the base is, found without loading it (a missing one is reported before
+    ``train`` writes anything)."""
+    if teacher.name != TEACHER.name:
         return None
-    return model.make_preprocessor()
+    from teacherkit_dino.convert import check_base
+
+    return check_base(config)
 
 
 @hookimpl
-def teacherkit_make_loss(teacher: TeacherSpec, config: GroundingDinoConfig, model: Any) -> Any:
-    """transformers' Grounding DINO loss with costs and weights from the model config."""
-    if not _ours(teacher):
-        return None
-    from teacherkit_dino.loss import GroundingDinoLoss
+def teacherkit_register_commands(app: Any) -> None:
+    """``teacherkit convert`` for this teacher's original checkpoints."""
+    from teacherkit.convert import add_converter
+    from teacherkit_dino.convert import CONVERTER
 
-    return GroundingDinoLoss.from_model_config(model.hf_model.config)
+    add_converter(app, CONVERTER)

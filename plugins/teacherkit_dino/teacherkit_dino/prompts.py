@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from teacherkit.errors import DataError
 
-CLS_ID, SEP_ID, DOT_ID, QUESTION_ID, PAD_ID, UNK_ID = 101, 102, 1012, 1029, 0, 100
+CLS_ID, SEP_ID, DOT_ID, QUESTION_ID, PAD_ID = 101, 102, 1012, 1029, 0
 #: ids that split phrases in transformers' Grounding DINO (``SPECIAL_TOKENS`` + pad).
 DELIMITER_IDS = frozenset({CLS_ID, SEP_ID, DOT_ID, QUESTION_ID, PAD_ID})
 

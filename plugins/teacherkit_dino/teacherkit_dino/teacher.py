@@ -19,6 +19,7 @@ from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
 from teacherkit_dino import msda, sdpa
 from teacherkit_dino.adapter import CARD_USAGE_FULL, CARD_USAGE_LORA, LEGACY_BOX_HEAD_FILE, copy_legacy_box_head
 from teacherkit_dino.config import GroundingDinoConfig
+from teacherkit_dino.loss import GroundingDinoLoss
 from teacherkit_dino.modeling import (
     LoadedBase,
     apply_finetune,
@@ -58,12 +59,18 @@ class GroundingDinoTeacher(Teacher):
         msda.install(self.hf_model, config.deformable_attention)
         sdpa.set_attention(self.hf_model, config.attention)
 
-    # -- pieces for the hooks -------------------------------------------------------------
+    # -- asked for by the core's default preprocessor and loss hooks ----------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
+        """Resize, normalise, pad, and build each sample's prompt (see ``preprocess.py``)."""
         return GroundingDinoPreprocessor(
             self.prompts, image_mean=self.base.image_mean, image_std=self.base.image_std,
             shortest_edge=self.config.shortest_edge, longest_edge=self.config.longest_edge,
         )
+
+    def make_loss(self) -> GroundingDinoLoss:
+        """transformers' Grounding DINO loss, with the matching costs and loss weights of
+        this model's config."""
+        return GroundingDinoLoss.from_model_config(self.hf_model.config)
 
     # -- training / inference -------------------------------------------------------------
     def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:

@@ -63,8 +63,8 @@ def resized_shape(height: int, width: int, longest: int) -> tuple[int, int]:
 # order, through a table of every 0/1 pattern of taps), the height pass by torch itself
 # on the columns that hold the mask (columns are independent in that pass). On this
 # x86_64 CPU the result is bit-identical to the whole-frame resize (pinned by
-# tests/sam/test_sam_preprocess_speed.py). Masks whose box covers most of the frame, or
-# that are not 0/1, are still resized whole.
+# plugins/teacherkit_sam/tests/test_sam_preprocess_equivalence.py and bench/sam_preprocess.py).
+# Masks whose box covers most of the frame, or that are not 0/1, are still resized whole.
 
 
 @lru_cache(maxsize=32)

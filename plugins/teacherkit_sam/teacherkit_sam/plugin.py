@@ -2,6 +2,10 @@
 
 Loaded at CLI start-up through the ``teacherkit.plugins`` entry point, so it imports
 nothing heavy: model code (torch, transformers, peft) is imported inside the hooks.
+
+A teacher plugin with two hooks: the preprocessor and the loss come from
+:class:`~teacherkit_sam.teacher.SamTeacher` itself (``make_preprocessor()``,
+``make_loss()``), which the core's default hooks ask for.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from teacherkit.teachers import TeacherSpec
 from teacherkit_sam.config import SamConfig
 
 if TYPE_CHECKING:  # pragma: no cover
-    from teacherkit_sam.loss import SamLoss
-    from teacherkit_sam.preprocess import SamPreprocessor
+    from pathlib import Path
+
+    from teacherkit.data.info import DatasetInfo
     from teacherkit_sam.teacher import SamTeacher
 
 TEACHER = TeacherSpec(
@@ -34,7 +39,10 @@ def teacherkit_register_teachers() -> list[TeacherSpec]:
 
 
 @hookimpl
-def teacherkit_load_model(teacher: TeacherSpec, config: Any, dataset_info: Any, workdir: Any) -> SamTeacher | None:
+def teacherkit_load_model(
+    teacher: TeacherSpec, config: SamConfig, dataset_info: DatasetInfo, workdir: Path | None
+) -> SamTeacher | None:
+    """Build the base (tiny, local directory or cached hub id) and apply LoRA or full tuning."""
     if teacher.name != TEACHER.name:
         return None
     from teacherkit_sam.teacher import build_teacher
@@ -43,16 +51,20 @@ def teacherkit_load_model(teacher: TeacherSpec, config: Any, dataset_info: Any, 
 
 
 @hookimpl
-def teacherkit_make_preprocessor(teacher: TeacherSpec, config: Any, model: Any) -> SamPreprocessor | None:
+def teacherkit_check_base(teacher: TeacherSpec, config: Any) -> Any:
+    """Where the base is, found without loading it (a missing one is reported before
+    ``train`` writes anything)."""
     if teacher.name != TEACHER.name:
         return None
-    return model.make_preprocessor()
+    from teacherkit_sam.loading import check_base
+
+    return check_base(config)
 
 
 @hookimpl
-def teacherkit_make_loss(teacher: TeacherSpec, config: Any, model: Any) -> SamLoss | None:
-    if teacher.name != TEACHER.name:
-        return None
-    from teacherkit_sam.loss import SamLoss
+def teacherkit_register_commands(app: Any) -> None:
+    """``teacherkit convert`` for this teacher's original checkpoints."""
+    from teacherkit.convert import add_converter
+    from teacherkit_sam.convert import CONVERTER
 
-    return SamLoss.from_config(config)
+    add_converter(app, CONVERTER)

@@ -19,6 +19,7 @@ from teacherkit_sam.loading import (
     set_attention,
     tuning_mode,
 )
+from teacherkit_sam.loss import SamLoss
 from teacherkit_sam.preprocess import SamPreprocessor
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,11 @@ class SamTeacher(Teacher):
             prompt=c.prompt, box_jitter=c.box_jitter, box_jitter_max=c.box_jitter_max, num_points=c.num_points,
             num_negative_points=c.num_negative_points, max_instances=c.max_instances, seed=c.seed,
         )
+
+    def make_loss(self) -> SamLoss:
+        """Focal + dice on the masks and MSE on the predicted IoU, weighted by the
+        teacher's config (see ``loss.py``)."""
+        return SamLoss.from_config(self.config)
 
     # -- training / inference -----------------------------------------------------------------
     def forward(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:

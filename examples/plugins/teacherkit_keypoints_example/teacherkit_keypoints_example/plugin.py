@@ -6,6 +6,8 @@ The preprocessor and the loss come from the teacher itself (``make_preprocessor(
 ``make_loss()``), which the core's default hooks call. The other two hooks say which
 data this plugin is about: ``teacherkit_detect_annotations`` names the kind, and
 ``teacherkit_sample_fields`` tells augmentation how the kind's sample field moves.
+Predictions are scored by the teacher's own metric (``TeacherSpec.metric``, in
+``metric.py``), which training and ``teacherkit evaluate`` both call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import Field
 from teacherkit import hookimpl
 from teacherkit.config import TeacherConfig
 from teacherkit.teachers import TeacherSpec
+from teacherkit_keypoints_example.metric import centroid_metrics
 
 
 class KeypointCentroidConfig(TeacherConfig):
@@ -29,6 +32,9 @@ TEACHER = TeacherSpec(
     config_model=KeypointCentroidConfig,
     description="example: regresses the mean visible keypoint of an image",
     evaluation="none",
+    # its own scoring (the core's built-in metrics know boxes and masks, not keypoints); the
+    # best epoch is still the one of the lowest validation loss
+    metric=centroid_metrics,
     primary_metric="loss",
     metric_mode="min",
 )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import make_sample
+from sam_helpers import make_sample
 
 from teacherkit.data.info import DatasetInfo
 from teacherkit.errors import TeacherkitError
@@ -74,26 +74,28 @@ def test_tiny_base_is_deterministic_and_saved_base_reloads_identically(tmp_path)
 def test_a_base_that_is_not_local_fails_with_instructions(tmp_path):
     with pytest.raises(TeacherkitError, match="facebook/sam-vit-base.*never downloads.*base=tiny"):
         load_sam_with_lora("facebook/sam-vit-base")
-    with pytest.raises(TeacherkitError, match="no SAM model found"):
+    with pytest.raises(TeacherkitError, match="no such directory or file: .*missing"):
         load_sam_with_lora(str(tmp_path / "missing"))
 
 
 def test_hooks_build_the_teacher_preprocessor_and_loss(plugin_host, tmp_path):
-    pm = plugin_host.pm
-    config = SamConfig(**TINY)
-    teacher = pm.hook.teacherkit_load_model(teacher=TEACHER, config=config, dataset_info=DatasetInfo(),
-                                            workdir=tmp_path)
+    config = SamConfig(**TINY, base="tiny", focal_weight=5.0)
+    teacher = plugin_host.load_model(TEACHER, config, DatasetInfo(), tmp_path)
     assert isinstance(teacher, SamTeacher)
-    pre = pm.hook.teacherkit_make_preprocessor(teacher=TEACHER, config=config, model=teacher)
-    loss = pm.hook.teacherkit_make_loss(teacher=TEACHER, config=config, model=teacher)
+    pre = plugin_host.make_preprocessor(TEACHER, config, teacher)
+    loss = plugin_host.make_loss(TEACHER, config, teacher)
     assert isinstance(pre, SamPreprocessor) and pre.image_size == 64 and isinstance(loss, SamLoss)
+    assert (loss.focal_weight, loss.resolution) == (config.focal_weight, config.loss_resolution)
+    # the plugin has two teacher hooks: the core's trylast defaults ask the teacher for the rest
+    for hook in ("teacherkit_make_preprocessor", "teacherkit_make_loss"):
+        assert plugin_host.first_result(hook, teacher=TEACHER, config=config, model=teacher)[0] == \
+            "builtin-teacher-defaults", hook
     other = type(TEACHER)(name="grounding_dino", learns_from="boxes", config_model=SamConfig)
     from teacherkit_sam import plugin
 
     assert plugin.teacherkit_load_model(other, config, DatasetInfo(), tmp_path) is None
-    assert plugin.teacherkit_make_preprocessor(other, config, teacher) is None
-    assert plugin.teacherkit_make_loss(other, config, teacher) is None
-    assert "sam" in [spec.name for specs in pm.hook.teacherkit_register_teachers() for spec in specs]
+    assert not hasattr(plugin, "teacherkit_make_preprocessor") and not hasattr(plugin, "teacherkit_make_loss")
+    assert plugin_host.teacher("sam") is TEACHER
 
 
 def test_tiny_preset_and_config_layering():

@@ -1,4 +1,6 @@
-"""The plugin through the core's hooks: discovery, answers only for its teacher, light import."""
+"""The plugin through the core's hooks: discovery, two teacher hooks (the preprocessor and
+the loss come from the teacher through the core's defaults), answers only for its
+teacher, light import."""
 
 from __future__ import annotations
 
@@ -16,18 +18,21 @@ from teacherkit_dino.loss import GroundingDinoLoss
 from teacherkit_dino.preprocess import GroundingDinoPreprocessor
 from teacherkit_dino.teacher import GroundingDinoTeacher
 
-HOOKS = ["teacherkit_load_model", "teacherkit_make_loss", "teacherkit_make_preprocessor",
-         "teacherkit_register_teachers"]
+HOOKS = ["teacherkit_load_model", "teacherkit_register_teachers"]
 
 
 def test_hooks_build_teacher_preprocessor_and_loss(plugin_host):
     spec = plugin_host.teacher("grounding_dino")
     assert spec.learns_from == "boxes" and spec.config_model is GroundingDinoConfig
-    config = GroundingDinoConfig(shortest_edge=64, longest_edge=64)
+    config = GroundingDinoConfig(base="tiny", shortest_edge=64, longest_edge=64)
     teacher = plugin_host.load_model(spec, config, shapes_info(), None)
     assert isinstance(teacher, GroundingDinoTeacher)
     assert isinstance(plugin_host.make_preprocessor(spec, config, teacher), GroundingDinoPreprocessor)
     assert isinstance(plugin_host.make_loss(spec, config, teacher), GroundingDinoLoss)
+    # both come from the core's trylast defaults, which ask the teacher
+    for hook in ("teacherkit_make_preprocessor", "teacherkit_make_loss"):
+        answered_by, _ = plugin_host.first_result(hook, teacher=spec, config=config, model=teacher)
+        assert answered_by == "builtin-teacher-defaults", hook
 
 
 def test_hooks_answer_none_for_other_teachers():
@@ -36,8 +41,7 @@ def test_hooks_answer_none_for_other_teachers():
     other = TeacherSpec(name="sam", learns_from="masks", config_model=GroundingDinoConfig)
     config = GroundingDinoConfig()
     assert plugin.teacherkit_load_model(teacher=other, config=config, dataset_info=shapes_info(), workdir=None) is None
-    assert plugin.teacherkit_make_preprocessor(teacher=other, config=config, model=None) is None
-    assert plugin.teacherkit_make_loss(teacher=other, config=config, model=None) is None
+    assert not hasattr(plugin, "teacherkit_make_preprocessor") and not hasattr(plugin, "teacherkit_make_loss")
 
 
 def test_tiny_preset_changes_this_section():

@@ -1,5 +1,9 @@
 """Helpers for the Grounding DINO plugin tests: dataset facts, samples read from COCO
-files written by ``teacherkit.testing.make_coco_dataset``, and tiny teachers."""
+files written by ``teacherkit.testing.make_coco_dataset``, tiny teachers and batches.
+
+Imported by name (``from dino_helpers import ...``): pytest puts this folder on
+``sys.path`` because it has no ``__init__.py`` (a package named ``tests`` would clash
+with the repository's own ``tests`` package), so the name is unique to this plugin."""
 
 from __future__ import annotations
 
@@ -73,3 +77,22 @@ def random_sample(rng: np.random.Generator, image_id: int, labels: list[int], si
         "category_ids": np.zeros(n, dtype=np.int64), "annotation_ids": np.arange(n), "iscrowd": np.zeros(n),
         "masks": None,
     }
+
+
+def batch_for(teacher, seed=0, n=2):
+    """A collated evaluation batch of ``n`` random samples for ``teacher``."""
+    pre = teacher.make_preprocessor()
+    rng = np.random.default_rng(seed)
+    return pre.collate([pre(random_sample(rng, i + 1, [i % 3, 2]), train=False) for i in range(n)])
+
+
+def tuned_lora_teacher(**overrides):
+    """A tiny LoRA teacher whose trainable weights moved (as training would move them)."""
+    import torch
+
+    teacher = make_teacher(shapes_info(), finetune="lora", **overrides)
+    with torch.no_grad():  # stand in for training: move every trainable weight
+        for p in teacher.model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    return teacher

@@ -1,5 +1,8 @@
-"""Shared test setup. The teacherkit fixtures (tiny_coco, plugin_host, register_plugin)
-come from the ``teacherkit.testing`` pytest plugin."""
+"""Test setup shared by every test folder: the core's ``tests/``, each plugin's
+``plugins/<name>/tests`` and the example plugin's tests (it sits at the repository root so
+that all of them get it; a plugin's tests never import it). The teacherkit fixtures
+(tiny_coco, plugin_host, register_plugin) come from the ``teacherkit.testing`` pytest
+plugin."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
-"""Fixtures of the SAM plugin's tests: samples read from ``tiny_coco`` datasets the way
-the core's dataset presents them (RGB image, xywh boxes, (N, H, W) masks)."""
+"""Helpers of the SAM plugin's tests: samples read from COCO files the way the core's
+dataset presents them (RGB image, xywh boxes, (N, H, W) masks), samples built from
+explicit masks, and a few plain training steps.
+
+Imported by name (``from sam_helpers import ...``): pytest puts this folder on
+``sys.path`` because it has no ``__init__.py`` (a package named ``tests`` would clash
+with the repository's own ``tests`` package), so the name is unique to this plugin."""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 
 def load_samples(json_path: Path) -> list[dict[str, Any]]:
@@ -44,13 +48,6 @@ def load_samples(json_path: Path) -> list[dict[str, Any]]:
     return samples
 
 
-
-@pytest.fixture
-def shapes_samples(tiny_coco):
-    """Four 96x128 images of 1-3 shapes each (polygon, RLE and crowd RLE masks)."""
-    return load_samples(tiny_coco(num_images=4, size=(96, 128), mask_format="mixed", seed=3))
-
-
 def make_sample(masks: np.ndarray, *, boxes: np.ndarray | None = None, image_id: int = 1, seed: int | None = None,
                 image: np.ndarray | None = None) -> dict[str, Any]:
     """A Sample from explicit ``(N, H, W)`` masks (boxes default to the masks' tight boxes)."""
@@ -78,9 +75,7 @@ def train_steps(teacher: Any, samples: list[dict[str, Any]], steps: int, lr: flo
     trainer's per-epoch seed does); returns the losses."""
     import torch
 
-    from teacherkit_sam.loss import SamLoss
-
-    pre, loss_fn = teacher.make_preprocessor(), SamLoss.from_config(teacher.config)
+    pre, loss_fn = teacher.make_preprocessor(), teacher.make_loss()
     params = [p for p in teacher.model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=lr)
     teacher.model.train()

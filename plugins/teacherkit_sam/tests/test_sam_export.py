@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import torch
-from conftest import train_steps
+from sam_helpers import train_steps
 
 from teacherkit.inference.experiment import LoadedTeacher
 from teacherkit.inference.export import export_merged

@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import make_sample
+from sam_helpers import make_sample
 
 from teacherkit.data.masks import segmentation_to_mask
 from teacherkit.errors import DataError

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
-from dino_helpers import make_teacher, random_sample, shapes_info
+from dino_helpers import batch_for, make_teacher, shapes_info, tuned_lora_teacher
 
 from teacherkit.adapters import AdapterError
 from teacherkit.errors import TeacherkitError
@@ -16,12 +15,6 @@ from teacherkit_dino import load_grounding_dino_with_lora
 from teacherkit_dino.config import DEFAULT_LORA_TARGETS
 from teacherkit_dino.loss import GroundingDinoLoss
 from teacherkit_dino.modeling import box_head_parameters
-
-
-def batch_for(teacher, seed=0, n=2):
-    pre = teacher.make_preprocessor()
-    rng = np.random.default_rng(seed)
-    return pre.collate([pre(random_sample(rng, i + 1, [i % 3, 2]), train=False) for i in range(n)])
 
 
 def logits_of(teacher, batch):
@@ -79,15 +72,6 @@ def test_get_input_embeddings_is_the_text_word_embeddings():
     teacher = make_teacher(shapes_info(), finetune="lora")
     emb = teacher.model.get_input_embeddings()
     assert emb is teacher.hf_model.model.text_backbone.embeddings.word_embeddings
-
-
-def tuned_lora_teacher(**overrides):
-    teacher = make_teacher(shapes_info(), finetune="lora", **overrides)
-    with torch.no_grad():  # stand in for training: move every trainable weight
-        for p in teacher.model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-    return teacher
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

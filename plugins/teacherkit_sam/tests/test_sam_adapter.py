@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import train_steps
+from sam_helpers import train_steps
 
 from teacherkit.errors import TeacherkitError
 from teacherkit_sam import load_sam_with_lora

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_model import batch_for, tuned_lora_teacher
+from dino_helpers import batch_for, tuned_lora_teacher
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "teachers" / "grounding_dino.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "teachers" / "grounding_dino.md"
 
 
 def snippets() -> list[str]:

@@ -127,3 +127,34 @@ def test_one_transfer_matching_equals_matching_each_set_and_host_ids_change_noth
     hosted = loss_fn(outputs, {**batch, "input_ids_host": ids.numpy().copy()})
     assert "loss_ce_enc" in plain and set(plain) == set(hosted)
     assert all(torch.allclose(plain[k], hosted[k]) for k in plain)
+
+
+def test_sync_free_loss_equals_transformers_criterion() -> None:
+    """Same loss terms and gradients as the criterion built from transformers' classes,
+    on a batch with text padding, mixed prompts and an image without boxes."""
+    names = [f"thing {i}" for i in range(12)]
+    info = info_from_categories([{"id": i + 1, "name": n} for i, n in enumerate(names)])
+    teacher = make_teacher(info, max_text_len=32, finetune="full")
+    pre = teacher.make_preprocessor()
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    batch = pre.collate([pre(random_sample(rng, i, labels), train=True)
+                         for i, labels in enumerate([[1, 5, 5], [], [11, 2], [7]])])
+    outputs = teacher.forward(teacher.model, batch)  # one forward: the model's train mode is not deterministic
+    watched = {k: outputs[k] for k in ("logits", "pred_boxes", "enc_outputs_class", "enc_outputs_coord_logits")}
+    results = {}
+    for sync_free in (True, False):
+        loss_fn = GroundingDinoLoss.from_model_config(teacher.hf_model.config, sync_free=sync_free)
+        out = loss_fn(outputs, batch)
+        grads = torch.autograd.grad(out["loss"], list(watched.values()), retain_graph=True, allow_unused=True)
+        results[sync_free] = ({k: float(v) for k, v in out.items()}, grads)
+    (fast, fast_grads), (ref, ref_grads) = results[True], results[False]
+    assert set(fast) == set(ref) >= {"loss", "loss_ce", "loss_bbox", "loss_giou", "loss_ce_enc"}
+    assert ref["loss_bbox"] > 0  # boxes were matched, so every term is exercised
+    for key in ref:
+        assert fast[key] == pytest.approx(ref[key], rel=1e-5, abs=1e-6), key
+    for name, fast_grad, ref_grad in zip(watched, fast_grads, ref_grads):
+        assert (fast_grad is None) == (ref_grad is None), name
+        if ref_grad is not None:
+            assert torch.isfinite(fast_grad).all(), name
+            torch.testing.assert_close(fast_grad, ref_grad, rtol=1e-4, atol=1e-6)

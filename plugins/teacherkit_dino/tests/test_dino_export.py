@@ -7,8 +7,7 @@ import json
 
 import pytest
 import torch
-from dino_helpers import make_teacher, shapes_info
-from test_model import batch_for, tuned_lora_teacher
+from dino_helpers import batch_for, make_teacher, shapes_info, tuned_lora_teacher
 
 from teacherkit.inference.experiment import LoadedTeacher
 from teacherkit.inference.export import _readme, export_merged, transformers_class

@@ -1,4 +1,4 @@
-"""Run by tests/dino/test_msda.py in a subprocess with TRITON_INTERPRET=1 (Triton's CPU
+"""Run by test_dino_msda.py in a subprocess with TRITON_INTERPRET=1 (Triton's CPU
 interpreter must be chosen before the kernel is defined): compares the Triton
 deformable-attention kernel with transformers' implementation and prints the findings as JSON."""
 

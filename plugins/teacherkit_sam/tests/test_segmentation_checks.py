@@ -58,3 +58,48 @@ def test_good_masks_still_decode_and_rle_round_trips():
     # a polygon of fewer than 3 points covers nothing (pycocotools would read 4 numbers as a box)
     assert segmentation_to_mask([[1, 2, 3, 4]], 9, 7).sum() == 0
     assert segmentation_to_mask([[0, 0, 6, 0, 6, 8, 0, 8]], 9, 7).sum() > 30
+
+
+def _with_bad_rle(json_path):
+    """The file with its second annotation's mask replaced by an RLE of the wrong size;
+    returns that annotation's id."""
+    import json
+
+    data = json.loads(json_path.read_text())
+    bad = data["annotations"][1]
+    bad["segmentation"] = {"size": [3, 3], "counts": [9]}
+    json_path.write_text(json.dumps(data))
+    return bad["id"]
+
+
+def test_bad_rle_in_a_training_or_evaluation_file_names_the_file_and_annotation(tiny_coco):
+    # training, evaluation and labelling all read samples through SampleDataset
+    from teacherkit.data.coco import load_coco
+    from teacherkit.data.inspect import inspect_dataset
+    from teacherkit.data.samples import SampleDataset
+
+    path = tiny_coco(num_images=2, size=(32, 48), seed=4)
+    ann_id = _with_bad_rle(path)
+    coco = load_coco(path)
+    image_index = next(i for i, img in enumerate(coco.images)
+                       if ann_id in {a.id for a in coco.annotations_for(img.id)})
+    dataset = SampleDataset(coco, path.parent, inspect_dataset(coco), None, learns_from="masks", train=False,
+                            with_masks=True)
+    with pytest.raises(SegmentationError, match=rf"{path} annotation {ann_id}: RLE size \[3, 3\]"):
+        dataset.raw_sample(image_index)
+
+
+def test_bad_rle_in_scoring_names_the_file_and_whether_prediction_or_ground_truth(tiny_coco):
+    import json
+
+    from teacherkit.evaluation.mask_metrics import prompted_mask_metrics
+
+    path = tiny_coco(num_images=2, size=(32, 48), seed=4)
+    gt = json.loads(path.read_text())
+    good = gt["annotations"][0]
+    prediction = {"annotation_id": good["id"], "segmentation": {"size": [3, 3], "counts": [9]}}
+    with pytest.raises(SegmentationError, match=rf"prediction for val.json annotation {good['id']}: RLE size"):
+        prompted_mask_metrics(gt, [prediction], source="val.json")
+    ann_id = _with_bad_rle(path)
+    with pytest.raises(SegmentationError, match=rf"val.json annotation {ann_id}: RLE size"):
+        prompted_mask_metrics(json.loads(path.read_text()), [], source="val.json")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_samples, train_steps
+from sam_helpers import load_samples, train_steps
 
 from teacherkit.evaluation.coco_metrics import segm_metrics
 from teacherkit.evaluation.mask_metrics import iou_and_dice

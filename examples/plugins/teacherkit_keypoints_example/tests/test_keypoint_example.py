@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "teacherkit_keypoints_example"
+EXAMPLE = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
