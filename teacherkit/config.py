@@ -268,14 +268,20 @@ def resolve_config(
     config_file: Path | None = None,
     cli: Mapping[str, Any] | None = None,
     sets: Iterable[str] = (),
+    saved: Mapping[str, Any] | None = None,
 ) -> RootConfig:
     """Build the resolved config from its layers (lowest first, see module docstring).
 
+    :param saved: a resolved config saved earlier (``teacher_config.yaml``), placed right
+        above the defaults: ``train --resume`` applies the flags a user repeats over it to
+        see whether they change anything.
     :param dataset_facts: the lowest layer after the defaults (see :func:`dataset_facts`).
     :param cli: values of command-line flags, as a nested mapping (``{"training": {"epochs": 2}}``);
         ``teacherkit train`` builds it with :func:`teacherkit.training.commands.flags_layer`.
     """
     layers: list[tuple[str, Mapping[str, Any]]] = []
+    if saved:
+        layers.append(("the saved config", saved))
     if dataset_facts:
         layers.append(("dataset facts", dataset_facts))
     file_data = load_yaml_file(config_file) if config_file else {}

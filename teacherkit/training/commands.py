@@ -54,24 +54,48 @@ def train_command(
 ) -> None:
     """Inspect the data, train every teacher it can train, evaluate each epoch, keep the best."""
     from teacherkit.cli import fail, get_host
+    from teacherkit.training.preflight import check_flag_ranges
 
     if resume and overwrite:
         fail("--resume and --overwrite cannot be combined")
+    check_flag_ranges({"--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--num-workers": num_workers,
+                       "--seed": seed, "--replay-fraction": replay_fraction, "--lora-r": lora_r})
     host = get_host()
     training = _given(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers, seed=seed,
                       replay=_given(data=str(replay) if replay is not None else None, fraction=replay_fraction))
+    layers = {"training": training, "lora_r": lora_r, "preset": preset, "config_file": config_file,
+              "sets": sets or []}
     config = None
-    if resume:
-        if training or lora_r is not None or sets or config_file or preset:
-            fail("--resume continues the saved teacher_config.yaml; drop the config flags (or start a new --output)")
-    else:
-        config = resolve_train_config(host.config_model(), training=training, lora_r=lora_r, preset=preset,
-                                      config_file=config_file, sets=sets or [])
+    if not resume:
+        config = resolve_train_config(host.config_model(), **layers)
+    elif training or lora_r is not None or sets or config_file or preset:
+        check_resumed_flags(host.config_model(), output, layers)
     for path, flag in ((data, "--data"), (val, "--val"), (replay, "--replay")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
     _run(data, val, images, output, config, val_images=val_images, resume=resume, overwrite=overwrite,
          quiet=quiet, host=host, models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+
+
+def check_resumed_flags(model: Any, output: Path, layers: dict[str, Any]) -> None:
+    """Config flags repeated with ``--resume`` (the command a user re-runs with ``--resume``
+    added) are accepted when they resolve to the saved config: they are applied over it and
+    every key that would change is named, with the recorded and the given value."""
+    from teacherkit.config import load_config_yaml
+    from teacherkit.layout import ExperimentLayout
+    from teacherkit.training.preflight import resumed_config_difference
+
+    saved_path = ExperimentLayout(output).config
+    if not saved_path.is_file():
+        return  # not an experiment: the trainer says so
+    saved = load_config_yaml(model, saved_path)
+    given = resolve_train_config(model, saved=saved.model_dump(mode="json"), **layers)
+    diff = resumed_config_difference(saved, given)
+    if diff:
+        from teacherkit.config import ConfigError
+
+        raise ConfigError(f"--resume continues {saved_path}; the flags given change it:\n  " + "\n  ".join(diff)
+                          + "\ndrop those flags to continue as saved, or start a new --output")
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -87,9 +111,9 @@ def _run(data: Path, val: Path | None, images: Path | None, output: Path, config
     trainer = TeacherTrainer(data, val, images, output, config, val_image_dir=val_images, **kwargs)
     try:
         trainer.train()
-    except Interrupted as exc:
+    except Interrupted as exc:  # 130 after SIGINT, 143 after SIGTERM
         typer.echo(f"interrupted: {exc}", err=True)
-        raise typer.Exit(130) from exc
+        raise typer.Exit(exc.exit_code) from exc
 
 
 #: ``training`` keys a teacher section may override for itself (``teachers.<name>.epochs``).
@@ -112,14 +136,15 @@ def flags_layer(model: Any, training: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_train_config(model: Any, *, training: dict[str, Any], lora_r: int | None, preset: str | None,
-                         config_file: Path | None, sets: list[str]) -> Any:
-    """The config of ``teacherkit train``: defaults, preset, ``--config``, the flags, ``--set``.
+                         config_file: Path | None, sets: list[str], saved: dict[str, Any] | None = None) -> Any:
+    """The config of ``teacherkit train``: defaults, preset, ``--config``, the flags, ``--set``
+    (over a ``saved`` config first, when given: ``--resume``).
 
     ``--lora-r`` is a flag too: it sets ``lora.r`` of the teachers that fine-tune with LoRA
     once every layer is applied (``finetune: lora``), and of no other; ``--set`` beats it."""
     from teacherkit.config import resolve_config
 
-    layers = {"preset": preset, "config_file": config_file, "sets": sets}
+    layers = {"preset": preset, "config_file": config_file, "sets": sets, "saved": saved}
     cli = flags_layer(model, training)
     config = resolve_config(model, cli=cli, **layers)
     if lora_r is None:

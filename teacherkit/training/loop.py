@@ -51,17 +51,31 @@ class LoopResult:
 
 
 class StopFlag:
-    """Set by SIGINT/SIGTERM (or by ``after_steps`` in tests); checked at step boundaries."""
+    """Set by SIGINT/SIGTERM (or by ``after_steps`` in tests); checked at step boundaries.
+
+    ``timeout`` and Slurm send SIGTERM to the whole process group: the DataLoader workers
+    ignore it (:func:`ignore_stop_signals`) and this process stops them once ``last`` is
+    saved. The exit code says which signal it was (130 SIGINT, 143 SIGTERM)."""
 
     def __init__(self, after_steps: int | None = None) -> None:
         self.requested = False
+        self.signum: int | None = None
         self.after_steps = after_steps
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, _frame: Any) -> None:
-        if self.requested:  # a second Ctrl-C stops at once
-            raise KeyboardInterrupt
+        if self.requested:  # a second signal stops at once, keeping the checkpoints already saved
+            self.signum = signum
+            raise self.interrupted("stopped at once by a second signal; the last saved checkpoint is kept, "
+                                   "continue with --resume")
         self.requested = True
+        self.signum = signum
+
+    def interrupted(self, message: str) -> Interrupted:
+        """An :class:`Interrupted` whose exit code is 128 + the signal (130 without one)."""
+        exc = Interrupted(message)
+        exc.exit_code = 128 + (self.signum or signal.SIGINT)
+        return exc
 
     def __enter__(self) -> StopFlag:
         import threading
@@ -77,6 +91,13 @@ class StopFlag:
 
     def check(self, global_step: int) -> bool:
         return self.requested or (self.after_steps is not None and global_step >= self.after_steps)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGINT/SIGTERM sent to the process
+    group, so the main process can finish the step, save ``last`` and then stop it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float):
@@ -143,7 +164,8 @@ class TeacherLoop:
         generator = torch.Generator().manual_seed(self.s.seed + sampler.epoch)  # worker seeds independent of torch RNG
         return DataLoader(dataset, batch_size=self.s.batch_size, sampler=sampler,
                           collate_fn=dataset.preprocessor.collate, num_workers=self.s.num_workers,
-                          pin_memory=self.acc.device.type == "cuda", generator=generator, persistent_workers=False)
+                          pin_memory=self.acc.device.type == "cuda", generator=generator, persistent_workers=False,
+                          worker_init_fn=ignore_stop_signals if self.s.num_workers else None)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> LoopResult:
@@ -162,7 +184,7 @@ class TeacherLoop:
                 if self.stop_training:
                     break
                 if self.stop.requested and not self.state.finished:
-                    raise Interrupted(
+                    raise self.stop.interrupted(
                         f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
         finally:
             for hook in self.hooks:
@@ -294,7 +316,7 @@ class TeacherLoop:
         self.check_weights(f"epoch {epoch + 1}, batch {batch_index}")
         self.state.batch, self.state.partial, self.state.finished = batch_index, self.partial, False
         self.checkpoints.save(self, self.layout.last)
-        raise Interrupted(
+        raise self.stop.interrupted(
             f"{self.teacher.spec.name}: stopped at epoch {epoch + 1}, batch {batch_index}; "
             f"checkpoint saved to {self.layout.last}; continue with --resume"
         )

@@ -50,11 +50,15 @@ def device_name(device: Any) -> str:
     return platform.processor() or platform.machine()
 
 
-def data_section(train_path: Path, val_path: Path | None, replay: Any, info: Any) -> dict[str, Any]:
-    """What the run trained and scored on: paths, fingerprints, sizes, classes, kinds."""
+def data_section(train_path: Path, val_path: Path | None, replay: Any, info: Any,
+                 fingerprints: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """What the run trained and scored on: paths, fingerprints (``fingerprints`` when the
+    caller has them already), sizes, classes, kinds."""
+    fp = fingerprints or {"train": file_fingerprint(train_path),
+                          "val": file_fingerprint(val_path) if val_path else None}
     return {
-        "train": {"path": str(train_path), "fingerprint": file_fingerprint(train_path)},
-        "val": {"path": str(val_path), "fingerprint": file_fingerprint(val_path)} if val_path else None,
+        "train": {"path": str(train_path), "fingerprint": fp["train"]},
+        "val": {"path": str(val_path), "fingerprint": fp["val"]} if val_path else None,
         "replay": replay.metadata() if replay is not None else None,
         "num_images": info.num_images, "num_annotations": info.num_annotations,
         "classes": info.class_names, "annotation_kinds": info.annotation_kinds,
@@ -75,11 +79,22 @@ def teacher_section(specs: list[Any], results: dict[str, Any], reports: dict[str
     return out
 
 
+def _previous(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_metadata(path: Path, *, host: Any, data: dict[str, Any], teachers: dict[str, Any],
-                   accelerator: Any, started: float, status: str) -> None:
-    """Write ``metadata.json``; ``started`` of an earlier run of the same experiment is kept."""
+                   accelerator: Any, started: float, status: str, selection: list[str] | None = None) -> None:
+    """Write ``metadata.json``; ``started`` of an earlier run of the same experiment is kept.
+
+    It is written when the run starts (status ``running``: the fingerprints and the teacher
+    ``selection`` that ``--resume`` checks must survive a kill) and again when it ends."""
     path = Path(path)
-    previous = json.loads(path.read_text()) if path.exists() else {}
+    previous = _previous(path)
     record = {
         "teacherkit_metadata_version": METADATA_VERSION,
         "status": status,
@@ -88,6 +103,7 @@ def write_metadata(path: Path, *, host: Any, data: dict[str, Any], teachers: dic
         "device": {"type": accelerator.device.type, "name": device_name(accelerator.device),
                    "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision},
         "data": data,
+        "selection": {"teachers": selection} if selection is not None else previous.get("selection"),
         "teachers": teachers,
         "started": previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started))),
         "seconds_this_run": round(time.time() - started, 2),

@@ -12,14 +12,16 @@ Every input is loaded and checked before the experiment folder is created or rep
 
 from __future__ import annotations
 
-import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from teacherkit.atomic import atomic_write_json
-from teacherkit.errors import DataError, OutputExistsError, TeacherkitError
+from teacherkit.errors import DataError, TeacherkitError
 from teacherkit.layout import CONFIG_FILE, DATASET_INFO_FILE, METADATA_FILE, ExperimentLayout
+from teacherkit.training.experiment_folder import check_output_dir, prepare_output_dir
+from teacherkit.training.experiment_lock import ExperimentLock
 from teacherkit.training.loop import Interrupted, LoopResult, LoopSettings, StopFlag, TeacherLoop
 from teacherkit.training.metadata import data_section, file_fingerprint, summary_row, teacher_section, write_metadata
 from teacherkit.training.metadata import versions as _versions
@@ -27,27 +29,6 @@ from teacherkit.training.replay import ReplaySource, replay_paths
 
 __all__ = ["CONFIG_FILE", "DATASET_INFO_FILE", "METADATA_FILE", "TeacherTrainer", "file_fingerprint",
            "prepare_output_dir", "_versions"]
-
-
-def prepare_output_dir(output: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber: an existing non-empty folder needs --resume or --overwrite, and
-    --overwrite only deletes a folder that is a teacherkit experiment."""
-    layout = ExperimentLayout(output)
-    if resume:
-        if not layout.config.is_file():
-            raise DataError(f"--resume: {layout.root} is not a teacherkit experiment (no {CONFIG_FILE})")
-        return
-    if layout.root.exists() and any(layout.root.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(
-                f"output folder {layout.root} already exists; use --resume to continue it or --overwrite to replace it"
-            )
-        if not (layout.config.exists() or layout.metadata.exists()):
-            raise OutputExistsError(
-                f"--overwrite: {layout.root} is not empty and is not a teacherkit experiment; refusing to delete it"
-            )
-        shutil.rmtree(layout.root)
-    layout.root.mkdir(parents=True, exist_ok=True)
 
 
 class TeacherTrainer:
@@ -100,6 +81,9 @@ class TeacherTrainer:
         self.config = config if config is not None else self.host.config_model()()
         self.replay: ReplaySource | None = None
         self.monitors: dict[str, str] = {}
+        self.fingerprints: dict[str, str | None] = {}
+        self.selection: list[str] | None = None  # the teachers chosen, recorded for --resume
+        self._main = True  # whether this process reports (set by train())
 
     # -- public --------------------------------------------------------------------------------
     def select_teachers(self, info: Any) -> list[Any]:
@@ -126,21 +110,38 @@ class TeacherTrainer:
         return specs
 
     def train(self) -> dict[str, LoopResult]:
+        """Check every input, then (holding the folder's lock) create or replace the
+        experiment and train each teacher. A refusal leaves the folder as it was."""
         from teacherkit.training.console import Reporter
 
         accelerator = self._accelerator()
         main = accelerator.is_main_process
         reporter = Reporter(quiet=self.quiet, enabled=main)
+        self._main = main
+        check_output_dir(self.output, resume=self.resume, overwrite=self.overwrite)  # cheap: before any load
         if self.resume:
-            prepare_output_dir(self.output, resume=True, overwrite=False)
             from teacherkit.config import load_config_yaml
 
             self.config = load_config_yaml(self.host.config_model(), self.layout.config)
         started = time.time()
         train_coco, val_coco, info, teachers = self._load_inputs(reporter)
-        if main:  # every input is checked: only now create (or replace) the experiment folder
-            self._write_experiment_files(info)
-        accelerator.wait_for_everyone()
+        lock = ExperimentLock(self.output)
+        wrote = False
+        try:
+            if main:  # every input is checked: only now create (or replace) the experiment folder
+                lock.acquire()
+                wrote = True
+                self._write_experiment_files(info, teachers, accelerator, started)
+            accelerator.wait_for_everyone()
+            return self._train_all(train_coco, val_coco, info, teachers, accelerator, reporter, started)
+        finally:
+            lock.release()
+            if lock.created_folder and not wrote and self.output.is_dir() and not any(self.output.iterdir()):
+                self.output.rmdir()  # refused before writing: leave no empty folder behind
+
+    def _train_all(self, train_coco: Any, val_coco: Any, info: Any, teachers: list[Any], accelerator: Any,
+                   reporter: Any, started: float) -> dict[str, LoopResult]:
+        main = accelerator.is_main_process
         reporter.line(
             f"data: {info.num_images} images, {info.num_annotations} annotations, {info.num_classes} classes; "
             f"kinds: {', '.join(info.annotation_kinds)}; teachers: {', '.join(t.name for t in teachers)}"
@@ -153,6 +154,8 @@ class TeacherTrainer:
         try:
             with StopFlag(self.stop_after_steps) as stop:
                 for spec in teachers:
+                    if stop.requested:  # a signal between two teachers: the next one does not start
+                        raise stop.interrupted(f"stopped before training {spec.name}; continue with --resume")
                     results[spec.name], reports[spec.name] = self._train_teacher(
                         spec, info, train_coco, val_coco, accelerator, reporter, stop)
                     accelerator.free_memory()
@@ -161,9 +164,8 @@ class TeacherTrainer:
             raise
         finally:
             if main:
-                write_metadata(self.layout.metadata, host=self.host, accelerator=accelerator, started=started,
-                               status=status, data=data_section(self.train_path, self.val_path, self.replay, info),
-                               teachers=teacher_section(teachers, results, reports))
+                self._write_metadata(info, teachers, accelerator, started, status,
+                                     teacher_section(teachers, results, reports))
         if main:
             reporter.summary_table("results", [summary_row(n, r, self.monitors.get(n)) for n, r in results.items()])
             reporter.line(f"experiment saved to {self.output}")
@@ -187,12 +189,25 @@ class TeacherTrainer:
         )
 
     def _load_inputs(self, reporter: Any) -> tuple[Any, Any, Any, list[Any]]:
-        """Load and check the data, the teachers it selects and the replay file; nothing is
+        """Load and check the data (``teacherkit validate``'s checks), the teachers it
+        selects, what ``--resume`` recorded, the base weights and the replay file; nothing is
         written yet."""
         from teacherkit.data.coco import load_coco
         from teacherkit.data.inspect import inspect_dataset
+        from teacherkit.training.preflight import (
+            check_dataset,
+            check_resume_data,
+            check_resume_selection,
+        )
 
         replay_paths(self.config.training.replay)  # a missing replay file fails before the big loads
+        def warn(text: str) -> None:  # one line, unwrapped, from the main process only
+            if self._main:
+                print(f"warning: {text}", file=sys.stderr, flush=True)
+
+        check_dataset(self.train_path, self.image_dir, "--data", warn)
+        if self.val_path:
+            check_dataset(self.val_path, self.val_image_dir, "--val", warn)
         train_coco = load_coco(self.train_path)
         val_coco = load_coco(self.val_path) if self.val_path else None
         info = inspect_dataset(train_coco, host=self.host)
@@ -200,11 +215,29 @@ class TeacherTrainer:
             reporter.warn("no --val given: metrics are computed on the training images and will look optimistic")
         else:
             self._check_val_categories(train_coco, val_coco)
+        self.fingerprints = {"train": file_fingerprint(self.train_path),
+                             "val": file_fingerprint(self.val_path) if self.val_path else None}
+        recorded = None
+        if self.resume:
+            recorded = check_resume_data(self.layout, class_names=list(info.class_names), given={
+                "train": (self.train_path, self.fingerprints["train"]),
+                "val": (self.val_path, self.fingerprints["val"])})
+        models_flag = self.models
+        if self.resume and not models_flag and recorded is not None:
+            self.models = recorded  # a teacher excluded at the start stays excluded
         teachers = self.select_teachers(info)
+        if self.resume and models_flag:
+            check_resume_selection(recorded, [t.name for t in teachers], models_flag)
+        self.selection = [t.name for t in teachers]
+        for spec in teachers:  # base weights reachable: the plugin looks for files, loads nothing
+            self.host.check_base(spec, self._teacher_config(spec, saved_base=False))
         self.replay = ReplaySource.load(self.config.training.replay, train_coco, self.train_path, self.host)
         return train_coco, val_coco, info, teachers
 
-    def _write_experiment_files(self, info: Any) -> None:
+    def _write_experiment_files(self, info: Any, teachers: list[Any], accelerator: Any, started: float) -> None:
+        """The first writes of a run: the folder (old experiment's files replaced on
+        --overwrite), marker, config, dataset info, and metadata.json with status
+        ``running`` (its fingerprints and selection are what --resume checks)."""
         from teacherkit.config import with_dataset_facts
 
         prepare_output_dir(self.output, resume=self.resume, overwrite=self.overwrite)
@@ -212,6 +245,14 @@ class TeacherTrainer:
             self.config = with_dataset_facts(self.config, info)
             self.config.save(self.layout.config)
             atomic_write_json(self.layout.dataset_info, info.to_dict(), indent=2)
+        self._write_metadata(info, teachers, accelerator, started, "running",
+                             teacher_section(teachers, {}, {}))
+
+    def _write_metadata(self, info: Any, teachers: list[Any], accelerator: Any, started: float, status: str,
+                        section: dict[str, Any]) -> None:
+        write_metadata(self.layout.metadata, host=self.host, accelerator=accelerator, started=started,
+                       status=status, teachers=section, selection=None if self.resume else self.selection,
+                       data=data_section(self.train_path, self.val_path, self.replay, info, self.fingerprints))
 
     # -- one teacher ---------------------------------------------------------------------------
     def _train_teacher(self, spec: Any, info: Any, train_coco: Any, val_coco: Any, accelerator: Any,
@@ -238,13 +279,20 @@ class TeacherTrainer:
             write_curves(result.history, layout.plot, title=f"{spec.name} ({report.mode})", metric=settings.monitor)
         return result, report.summary()
 
+    def _teacher_config(self, spec: Any, saved_base: bool) -> Any:
+        """The teacher's config section, with ``base`` pointing at the base folder this
+        experiment saved when it has one (``saved_base``, or any on ``--resume``)."""
+        tcfg = self.config.teacher(spec.name)
+        base = self.layout.teacher(spec.name).base
+        if saved_base or (self.resume and base.exists()):
+            tcfg = tcfg.model_copy(update={"base": str(base)})  # the exact base this run started from
+        return tcfg
+
     def _load_teacher(self, spec: Any, info: Any, accelerator: Any) -> tuple[Any, Any]:
         import torch
 
-        tcfg = self.config.teacher(spec.name)
+        tcfg = self._teacher_config(spec, (self.layout.teacher(spec.name).base / "config.json").exists())
         layout = self.layout.teacher(spec.name)
-        if (layout.base / "config.json").exists() or (self.resume and layout.base.exists()):
-            tcfg = tcfg.model_copy(update={"base": str(layout.base)})  # the exact base this run started from
         torch.manual_seed(self.config.training.seed)  # a 'tiny' base is the same random init for a seed
         teacher = self.host.load_model(spec, tcfg, info, layout.dir)
         if accelerator.is_main_process and tcfg.base == "tiny":
