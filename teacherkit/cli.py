@@ -28,6 +28,7 @@ CORE_COMMAND_MODULES = (
     "teacherkit.training.commands",
     "teacherkit.evaluation.commands",
     "teacherkit.inference.commands",
+    "teacherkit.reporting.commands",
 )
 
 

@@ -9,6 +9,8 @@ folder and the code that reads it back (evaluate, label, export, report) cannot 
 <root>/teachers/<name>/adapter/     what the user keeps
 <root>/teachers/<name>/base/        base weights that cannot be re-obtained by name
 <root>/teachers/<name>/checkpoints/{best,last}/
+<root>/teachers/<name>/results.csv, results.png, curves.json, pictures/
+<root>/report.html, evaluation.json
 <root>/logs/<name>/                 trackers
 <root>/plots/<name>.png
 ```
@@ -57,6 +59,22 @@ class TeacherLayout:
         return self.checkpoints / "last"
 
     @property
+    def results_csv(self) -> Path:
+        return self.dir / "results.csv"
+
+    @property
+    def results_png(self) -> Path:
+        return self.dir / "results.png"
+
+    @property
+    def pictures(self) -> Path:
+        return self.dir / "pictures"
+
+    @property
+    def curves_json(self) -> Path:
+        return self.dir / "curves.json"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs" / self.name
 
@@ -89,6 +107,14 @@ class ExperimentLayout:
     @property
     def marker(self) -> Path:
         return self.root / MARKER_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation.json"
 
     @property
     def teachers_dir(self) -> Path:

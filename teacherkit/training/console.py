@@ -13,10 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _fmt(value: Any) -> str:
+#: Decimals of the epoch table's columns, fixed per column (rows print one at a time, so a
+#: column cannot adapt to values it has not seen); metrics and losses get four.
+_EPOCH_DECIMALS = {"seconds": 1, "peak_mem_gib": 2, "img_per_s": 1, "lr": 6}
+
+
+def _fmt(value: Any, column: str = "") -> str:
+    from teacherkit.reporting.numbers import format_number
+
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value)
+        return format_number(value, _EPOCH_DECIMALS.get(column, 4))
+    return format_number(value) if value is not None else ""
 
 
 class Reporter:
@@ -49,7 +56,7 @@ class Reporter:
         if not self._columns:
             self._columns = list(row)
             self.console.print("  ".join(f"{c:>10}" for c in self._columns), markup=False)
-        self.console.print("  ".join(f"{_fmt(row.get(c, '')):>10}" for c in self._columns), markup=False)
+        self.console.print("  ".join(f"{_fmt(row.get(c, ''), c):>10}" for c in self._columns), markup=False)
 
     def summary_table(self, title: str, rows: Sequence[dict[str, Any]]) -> None:
         if self.quiet or not rows:
@@ -58,8 +65,11 @@ class Reporter:
         table = Table(title=title)
         for column in columns:
             table.add_column(column, justify="right" if column != "teacher" else "left")
-        for row in rows:
-            table.add_row(*(_fmt(row.get(c, "")) for c in columns))
+        from teacherkit.reporting.numbers import format_column
+
+        cells = {c: format_column([row.get(c, "") for row in rows]) for c in columns}
+        for i in range(len(rows)):
+            table.add_row(*(cells[c][i] for c in columns))
         self.console.print(table)
 
 

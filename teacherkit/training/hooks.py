@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teacherkit.training.stopping import TrainingAborted
-from teacherkit.training.tracking import TensorBoardLog, scalar_items
-from teacherkit.training.validation import validation_metrics
+from teacherkit.training.tracking import TensorBoardLog, scalar_items, write_results
+from teacherkit.training.validation import validate
 
 if TYPE_CHECKING:
     from teacherkit.layout import TeacherLayout
@@ -46,15 +46,49 @@ class Hook:
 
 
 class EvaluationHook(Hook):
-    """Scores the validation set every epoch (see :mod:`teacherkit.training.validation`)."""
+    """Scores the validation set every epoch (see :mod:`teacherkit.training.validation`)
+    and, on the main process, draws the predictions (:mod:`teacherkit.reporting.pictures`):
+    the grid of the same validation images as ``last`` every epoch, as ``best`` with the
+    curves when the epoch is the best so far. ``grid`` holds the last grid's pixels for
+    the logging hook."""
 
     def __init__(self, val_set: Any, evaluate: Any) -> None:
         self.val_set = val_set
         self.evaluate = evaluate
+        self.predictions: list[dict[str, Any]] | None = None
+        self.pictures: Any = None
+        self.grid: Any = None
 
     def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
         if self.val_set is not None:
-            row.update(validation_metrics(loop, self.val_set, self.evaluate))
+            metrics, predictions = validate(loop, self.val_set, self.evaluate)
+            row.update(metrics)
+            self.predictions = predictions if loop.acc.is_main_process else None
+
+    def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        predictions, self.predictions, self.grid = self.predictions, None, None
+        if predictions is None or not loop.acc.is_main_process:
+            return
+        try:
+            pictures = self._pictures(loop)
+            if pictures is not None:
+                self.grid = pictures.write(predictions, tag="last", best=loop.improved, epoch=row["epoch"])
+        except Exception as exc:  # a picture that cannot be drawn must not cost the training run
+            loop.reporter.warn(f"{loop.teacher.spec.name}: prediction pictures of epoch {row['epoch']} "
+                               f"not written: {type(exc).__name__}: {exc}")
+
+    def _pictures(self, loop: TeacherLoop) -> Any:
+        if self.pictures is None:
+            from teacherkit.reporting.paths import ReportPaths
+            from teacherkit.reporting.pictures import EvaluationPictures
+
+            coco, images_dir = getattr(self.val_set, "coco", None), getattr(self.val_set, "images_dir", None)
+            if coco is None or images_dir is None:
+                return None
+            spec = loop.teacher.spec
+            self.pictures = EvaluationPictures(ReportPaths(loop.layout.dir), coco.to_dict(), images_dir,
+                                               spec.evaluation, spec.name)
+        return self.pictures if self.pictures.enabled else None
 
 
 class EarlyStoppingHook(Hook):
@@ -113,7 +147,8 @@ class CheckpointHook(Hook):
 
 
 class LoggingHook(Hook):
-    """TensorBoard scalars and the console's epoch rows.
+    """TensorBoard scalars and images, ``results.csv``/``results.png`` and the console's
+    epoch rows.
 
     The writer is opened when the hook is built, before ``--resume`` restores the RNG
     states: opening it (importing tensorboard) draws random numbers, which after the
@@ -128,13 +163,21 @@ class LoggingHook(Hook):
             self.tb.scalars("train", values, step)
             self.tb.scalars("train", {"lr": loop.scheduler.get_last_lr()[0]}, step)
 
+    def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
+        row["lr"] = float(loop.scheduler.get_last_lr()[0])  # where the schedule stands, for results.csv
+
     def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
         board, epoch = self.tb, row["epoch"]
-        metrics = {k: v for k, v in row.items() if k not in ("epoch", "seconds", "peak_mem_gib", "best")
+        metrics = {k: v for k, v in row.items() if k not in ("epoch", "seconds", "peak_mem_gib", "best", "lr")
                    and not k.startswith("train_")}
         board.scalars("val", scalar_items(metrics), epoch)
         board.scalars("epoch", {"images_per_second": loop.epoch_images / max(row["seconds"], 1e-9),
                                 "peak_memory_gib": row["peak_mem_gib"]}, epoch)
+        for hook in loop.hooks:
+            if isinstance(hook, EvaluationHook) and hook.grid is not None:
+                board.image("val/predictions", hook.grid, epoch)
+        if loop.acc.is_main_process:
+            write_results(loop.state.history, loop.layout.dir, title=loop.teacher.spec.name, figure=False)
         loop.reporter.epoch_row(display_row(row))
         if loop.stop_training:
             s, stopping = loop.s, loop.stopping
@@ -145,6 +188,11 @@ class LoggingHook(Hook):
 
     def after_train(self, loop: TeacherLoop) -> None:
         self.tb.close()
+        if loop.acc.is_main_process and loop.state.history:
+            try:  # the figure once, at the end (it takes a second; the CSV is rewritten every epoch)
+                write_results(loop.state.history, loop.layout.dir, title=loop.teacher.spec.name, table=False)
+            except Exception as exc:  # the run's outcome (or its real error) matters more than a figure
+                loop.reporter.warn(f"{loop.teacher.spec.name}: results.png not written: {type(exc).__name__}: {exc}")
 
 
 def display_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,10 @@
-"""Metric history, TensorBoard scalars and the curves PNG of one teacher."""
+"""Metric history, TensorBoard scalars and images, and the tables and figures of one
+teacher's epochs (drawn by :mod:`teacherkit.reporting.results`)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
-
-from teacherkit.atomic import atomic_write_bytes
 
 
 def scalar_items(metrics: dict[str, Any]) -> dict[str, float]:
@@ -40,35 +38,34 @@ class TensorBoardLog:
         for key, value in values.items():
             self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
+    def image(self, tag: str, pixels: Any, step: int) -> None:
+        """An RGB ``[H, W, 3]`` uint8 picture (a prediction grid) under ``tag``."""
+        if self.writer is not None:
+            self.writer.add_image(tag, pixels, step, dataformats="HWC")
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()
             self.writer.close()
 
 
+def write_results(history: list[dict[str, Any]], teacher_dir: Path, *, title: str, table: bool = True,
+                  figure: bool = True) -> None:
+    """``results.csv`` (``table``) and ``results.png`` (``figure``) of one teacher's epoch
+    rows, in its folder (:class:`teacherkit.reporting.paths.ReportPaths`)."""
+    from teacherkit.reporting.paths import ReportPaths
+    from teacherkit.reporting.results import plot_results, write_results_csv
+
+    paths = ReportPaths(Path(teacher_dir))
+    if table:
+        write_results_csv(history, paths.results_csv)
+    if figure:
+        plot_results(history, paths.results_png, title=title)
+
+
 def write_curves(history: list[dict[str, Any]], path: Path, *, title: str, metric: str) -> None:
-    """Training-loss components and the monitored metric per epoch, as one PNG."""
-    import matplotlib
+    """The epoch figure of ``results.png`` at ``path`` (``metric``, the monitored one, is
+    named in the title)."""
+    from teacherkit.reporting.results import plot_results
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [row["epoch"] for row in history]
-    loss_keys = sorted({k for row in history for k in row if k.startswith("train_")})
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in loss_keys:
-        ax_loss.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=key[len("train_"):])
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss")
-    ax_loss.set_yscale("log" if all(row.get("train_loss", 1) > 0 for row in history) else "linear")
-    if loss_keys:
-        ax_loss.legend(fontsize=8)
-    ax_metric.plot(epochs, [row.get(metric, float("nan")) for row in history], marker="o", color="tab:green")
-    ax_metric.set_xlabel("epoch")
-    ax_metric.set_ylabel(metric)
-    fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
+    plot_results(history, path, title=f"{title}; monitored: {metric}")

@@ -18,8 +18,15 @@ if TYPE_CHECKING:
 
 
 def validation_metrics(loop: TeacherLoop, val_set: Any, evaluate: Any) -> dict[str, Any]:
-    """Metrics of the loop's model on ``val_set`` (``evaluate(predictions)`` scores them),
+    """Metrics of the loop's model on ``val_set`` (``evaluate(predictions) -> metrics``),
     plus ``val_loss`` when the teacher is not scored or the loss is monitored."""
+    return validate(loop, val_set, evaluate)[0]
+
+
+def validate(loop: TeacherLoop, val_set: Any, evaluate: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(metrics, predictions)``: the metrics as :func:`validation_metrics`, the same on
+    every process; the predictions of the whole set (each image once) on the main process,
+    for the pictures of :mod:`teacherkit.reporting`, and ``[]`` elsewhere."""
     from accelerate.utils import broadcast_object_list
 
     acc = loop.acc
@@ -37,15 +44,17 @@ def validation_metrics(loop: TeacherLoop, val_set: Any, evaluate: Any) -> dict[s
         losses = gather_object([(loss_sum, loss_count)])
         loss_sum, loss_count = sum(x[0] for x in losses), sum(x[1] for x in losses)
     metrics: dict[str, Any] = {}
+    unique: list[dict[str, Any]] = []
     if acc.is_main_process:
-        metrics = evaluate(dedupe(predictions))
+        unique = dedupe(predictions)
+        metrics = evaluate(unique)
         if want_loss:
             metrics["val_loss"] = loss_sum / max(loss_count, 1)
     if acc.num_processes > 1:
         box = [metrics]
         broadcast_object_list(box, from_process=0)
         metrics = box[0]
-    return metrics
+    return metrics, unique
 
 
 def _predict(loop: TeacherLoop, val_set: Any, want_loss: bool) -> tuple[list[dict[str, Any]], float, int]:

@@ -1,20 +1,30 @@
 """The training loop: exact resume, early stopping, non-finite steps, outputs, config
-reproduction. Uses the example keypoint teacher (tiny, real torch) so the loop itself is
-what is exercised; teacher-specific end-to-end runs are in test_train_e2e.py."""
+reproduction, the output-folder checks. Uses the example keypoint teacher (tiny, real
+torch) so the loop itself is what is exercised; teacher-specific end-to-end runs are in
+test_train_e2e.py.
+
+One finished three-epoch run (``finished_run``, once per module) serves every test that
+needs a finished experiment: its outputs, the folder checks, the run an interrupted and
+resumed one must equal, and the run its saved config must reproduce."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
 from safetensors.torch import load_file
 
 from teacherkit import hookimpl
+from teacherkit.data.synthetic import make_coco_dataset
 from teacherkit.errors import OutputExistsError
+from teacherkit.layout import ExperimentLayout
 from teacherkit.training.checkpoint import load_checkpoint
+from teacherkit.training.experiment_folder import check_output_dir, prepare_output_dir
 from teacherkit.training.loop import Interrupted, TrainingAborted
 from teacherkit.training.trainer import TeacherTrainer
+from tests.training.conftest import keypoint_plugin
 
 TEACHER = "keypoint_centroid"
 
@@ -37,9 +47,29 @@ def _weights(out):
     return load_file(str(out / "teachers" / TEACHER / "checkpoints" / "last" / "trainable.safetensors"))
 
 
-def test_outputs_of_a_run(kp_host, kp_data, tmp_path):
-    out = tmp_path / "exp"
-    results = _train(kp_host, kp_data, out)
+@pytest.fixture(scope="module")
+def module_data(tmp_path_factory):
+    """``kp_data`` for the module-scoped run (same files, made once)."""
+    root = tmp_path_factory.mktemp("kp-data")
+    options = {"size": (48, 48), "boxes": False, "masks": False, "keypoints": True}
+    return (make_coco_dataset(root / "train", num_images=12, seed=1, **options),
+            make_coco_dataset(root / "val", num_images=4, seed=2, **options))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, module_data):
+    """``(experiment folder, results)`` of one default run (3 epochs). Tests must not
+    change the folder: copy it first."""
+    from teacherkit.plugins import get_plugin_manager
+
+    host = get_plugin_manager(extra_plugins=[("kp-test", keypoint_plugin())], disabled={"keypoints-example"})
+    out = tmp_path_factory.mktemp("finished") / "exp"
+    return out, _train(host, module_data, out)
+
+
+@pytest.mark.slow
+def test_outputs_of_a_run(finished_run):
+    out, results = finished_run
     assert list(results) == [TEACHER]
     assert results[TEACHER].epochs_run == 3 and len(results[TEACHER].history) == 3
     for rel in ("teacher_config.yaml", "metadata.json", "dataset_info.json", f"plots/{TEACHER}.png",
@@ -65,14 +95,22 @@ def test_outputs_of_a_run(kp_host, kp_data, tmp_path):
     # the loss fell on this learnable target
     history = results[TEACHER].history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # each epoch is scored by the teacher's own metric (TeacherSpec.metric), next to the loss
+    for row in history:
+        assert row["num_images"] == 4 and row["centroid_error_px"] >= 0 and 0 <= row["centroid_pck"] <= 1
+        assert row["val_loss"] >= 0
 
 
 def test_existing_output_is_refused_unless_resume_or_overwrite(kp_host, kp_data, tmp_path):
+    # an experiment folder as a run leaves it (marker, config): the checks come before any
+    # training, so none is needed here
     out = tmp_path / "exp"
-    _train(kp_host, kp_data, out, config=_config(kp_host, **{"training.epochs": 1}))
+    prepare_output_dir(out, resume=False, overwrite=False)
+    ExperimentLayout(out).config.write_text("{}\n")
     with pytest.raises(OutputExistsError, match="--resume.*--overwrite"):
         _train(kp_host, kp_data, out)
-    _train(kp_host, kp_data, out, overwrite=True, config=_config(kp_host, **{"training.epochs": 1}))
+    check_output_dir(out, resume=True, overwrite=False)
+    check_output_dir(out, resume=False, overwrite=True)
     stranger = tmp_path / "not-an-experiment"
     stranger.mkdir()
     (stranger / "precious.txt").write_text("keep me")
@@ -81,16 +119,25 @@ def test_existing_output_is_refused_unless_resume_or_overwrite(kp_host, kp_data,
     assert (stranger / "precious.txt").read_text() == "keep me"
 
 
-def test_interrupted_and_resumed_run_is_bit_identical(kp_host, kp_data, tmp_path):
-    straight = tmp_path / "straight"
-    _train(kp_host, kp_data, straight)
+@pytest.mark.slow
+def test_overwrite_removes_the_old_experiment_and_keeps_what_is_not_ours(finished_run, tmp_path):
+    out = tmp_path / "exp"
+    shutil.copytree(finished_run[0], out)
+    (out / "notes.txt").write_text("mine")
+    prepare_output_dir(out, resume=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["notes.txt", ExperimentLayout(out).marker.name])
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_is_bit_identical(kp_host, module_data, finished_run, tmp_path):
+    straight = finished_run[0]
     broken = tmp_path / "broken"
     with pytest.raises(Interrupted, match="--resume"):
-        _train(kp_host, kp_data, broken, stop_after_steps=4)  # mid epoch 2 (3 steps per epoch)
+        _train(kp_host, module_data, broken, stop_after_steps=4)  # mid epoch 2 (3 steps per epoch)
     meta = json.loads((broken / "teachers" / TEACHER / "checkpoints" / "last" / "meta.json").read_text())
     assert (meta["epoch"], meta["batch"], meta["step"]) == (1, 1, 4)
     assert json.loads((broken / "metadata.json").read_text())["status"] == "interrupted"
-    TeacherTrainer(kp_data[0], kp_data[1], None, broken, None, host=kp_host, quiet=True, resume=True).train()
+    TeacherTrainer(module_data[0], module_data[1], None, broken, None, host=kp_host, quiet=True, resume=True).train()
     a, b = _weights(straight), _weights(broken)
     assert a.keys() == b.keys()
     for key in a:
@@ -100,16 +147,16 @@ def test_interrupted_and_resumed_run_is_bit_identical(kp_host, kp_data, tmp_path
     assert [r["train_loss"] for r in state_a["history"]] == [r["train_loss"] for r in state_b["history"]]
 
 
-def test_saved_config_reproduces_the_run(kp_host, kp_data, tmp_path):
+@pytest.mark.slow
+def test_saved_config_reproduces_the_run(kp_host, module_data, finished_run, tmp_path):
     from teacherkit.config import resolve_config
 
-    first = tmp_path / "first"
-    _train(kp_host, kp_data, first, config=_config(kp_host, **{"training.epochs": 2}))
+    first = finished_run[0]
     again = resolve_config(kp_host.config_model(), config_file=first / "teacher_config.yaml")
     second = tmp_path / "second"
-    _train(kp_host, kp_data, second, config=again)
+    _train(kp_host, module_data, second, config=again)
     a, b = _weights(first), _weights(second)
-    assert all(a[k].equal(b[k]) for k in a)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
 
 
 def test_early_stopping_fires(kp_host, kp_data, tmp_path):
