@@ -228,10 +228,12 @@ def test_lora_r_applies_only_to_teachers_that_fine_tune_with_lora(model, tmp_pat
     assert cfg.teachers.sam.lora.r == 2 and cfg.teachers.grounding_dino.lora.r == 4
 
 
-def test_lora_r_with_no_lora_teacher_says_so(model, capsys):
+def test_lora_r_with_no_lora_teacher_says_so(model, capfd):
+    # capfd, not capsys: click may hold on to the stderr stream of an earlier test in the
+    # same worker process, and capfd sees what reaches file descriptor 2 either way
     cfg = _train_config(model, lora_r=4, preset="tiny")
     assert all(cfg.teacher(n).lora.r == 16 for n in ("sam", "grounding_dino"))
-    assert "--lora-r: no teacher fine-tunes with LoRA" in capsys.readouterr().err
+    assert "--lora-r: no teacher fine-tunes with LoRA" in capfd.readouterr().err
 
 
 # -- dataset facts -----------------------------------------------------------------------------
