@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints.txt"
 PROJECTS = [".", "plugins/teacherkit_dino", "plugins/teacherkit_sam", "plugins/teacherkit_augment"]
 TORCH = "torch==2.13.0"  # the build README command 1 installs first (CPU here; your CUDA build elsewhere)
+#: test oracles installed without their declared dependencies, as .ci/run does
+NO_DEPS = ["rf-groundingdino==0.3.0"]
 NOT_LOCKED = {"torch", "pip"}  # torch: installed by its own README step, so a CUDA build can stand in
 
 
@@ -51,6 +53,8 @@ def install(venv: Path, lowest: bool) -> None:
     py = str(venv / "bin" / "python")
     if run([py, "-m", "pip", "install", "-q", TORCH]).returncode:
         sys.exit("could not install " + TORCH)
+    if run([py, "-m", "pip", "install", "-q", "--no-deps", *NO_DEPS]).returncode:
+        sys.exit("could not install " + " ".join(NO_DEPS))
     if not lowest:
         if run([py, "-m", "pip", "install", "-q", *editable_args()]).returncode:
             sys.exit("pip could not install the newest allowed releases (see above)")

@@ -55,8 +55,9 @@ class GroundingDinoConfig(TeacherConfig):
         DEFAULT_BASE,
         description="Base weights: a hub id in the local Hugging Face cache (IDEA-Research/grounding-dino-tiny or "
         "-base; the short names grounding-dino-tiny/-base work too), a local folder, or 'tiny' (random weights, "
-        "small architecture, for trying the pipeline). Nothing is downloaded; IDEA's original .pth files cannot "
-        "be converted yet (see docs/teachers/grounding_dino.md).",
+        "small architecture, for trying the pipeline), or one of IDEA's original .pth checkpoints (converted once "
+        "into the teacherkit cache; needs a local BERT vocabulary). Nothing is downloaded "
+        "(docs/teachers/grounding_dino.md).",
     )
     shortest_edge: int = Field(800, ge=32, description="Resize so the shorter image side is this long.")
     longest_edge: int = Field(1333, ge=32, description="...unless the longer side would exceed this.")

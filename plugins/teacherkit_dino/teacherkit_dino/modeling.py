@@ -16,7 +16,8 @@ from transformers import GroundingDinoForObjectDetection
 
 from teacherkit.errors import TeacherkitError
 from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
-from teacherkit_dino.convert import check_base
+from teacherkit_dino.convert import check_base as check_base  # re-exported for callers of modeling
+from teacherkit_dino.convert import pretrained_folder
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,7 @@ def load_base(config: GroundingDinoConfig, class_names: list[str]) -> LoadedBase
     found by :func:`check_base` (a folder, a snapshot of the local Hugging Face cache)."""
     if config.base == "tiny":
         return build_tiny_base(class_names, config.tiny, config.max_text_len)
-    location = check_base(config)
-    return load_pretrained(config.base, folder=location.path)
+    return load_pretrained(config.base, folder=pretrained_folder(config))  # a .pth converts once, cached
 
 
 # -- fine-tuning modes -----------------------------------------------------------------------

@@ -18,7 +18,8 @@ from teacherkit_dino.loss import GroundingDinoLoss
 from teacherkit_dino.preprocess import GroundingDinoPreprocessor
 from teacherkit_dino.teacher import GroundingDinoTeacher
 
-HOOKS = ["teacherkit_load_model", "teacherkit_register_teachers"]
+HOOKS = ["teacherkit_check_base", "teacherkit_load_model", "teacherkit_register_commands",
+         "teacherkit_register_teachers"]
 
 
 def test_hooks_build_teacher_preprocessor_and_loss(plugin_host):
