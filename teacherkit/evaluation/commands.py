@@ -15,7 +15,11 @@ TABLE_METRICS = ("bbox_AP", "bbox_AP50", "bbox_AP75", "bbox_APs", "bbox_APm", "b
 
 def evaluate_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
-    data: Annotated[Path, typer.Option("--data", help="COCO JSON to evaluate on (a test split).")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="COCO JSON to evaluate on (a test split; default: the test or validation "
+                                    "file the experiment recorded when it was trained)."),
+    ] = None,
     images: Annotated[Path | None, typer.Option("--images", help="Image folder (default: the JSON's folder).")] = None,
     reference: Annotated[
         Path | None,
@@ -34,22 +38,43 @@ def evaluate_command(
     device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every metric as JSON.")] = False,
 ) -> None:
-    """Score each teacher on --data next to its base model (adapter off), and on --reference."""
+    """Score each teacher on --data next to its base model (adapter off), and on --reference.
+
+    Categories are matched to the experiment's by name. The result (what --json prints) is
+    also written to EXPERIMENT/evaluation.json for 'teacherkit report', and the base and
+    tuned prediction grids to EXPERIMENT/evaluation/<teacher>/pictures/."""
+    from teacherkit.atomic import atomic_write_json
     from teacherkit.cli import fail, get_host
-    from teacherkit.evaluation.run import evaluate_experiment
+    from teacherkit.evaluation.run import evaluate_experiment, recorded_data
     from teacherkit.inference.experiment import Experiment
 
     for path, flag in ((data, "--data"), (reference, "--reference")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
     exp = Experiment(experiment, host=get_host(), device=device)
+    if data is None:
+        split, data, recorded_images = recorded_data(exp)
+        images = images or recorded_images
+        _notice(f"no --data given: evaluating on the experiment's recorded {split} file {data}")
     names = [m.strip() for m in models.split(",")] if models else None
     result = evaluate_experiment(exp, data, images, reference=reference, reference_images=reference_images,
-                                 adapter_scale=adapter_scale, batch_size=batch_size, teachers=names)
+                                 adapter_scale=adapter_scale, batch_size=batch_size, teachers=names,
+                                 pictures=exp.path / EVALUATION_PICTURES, notice=_notice)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-        return
-    print_tables(result)
+    else:
+        print_tables(result)
+    # after the output: a read-only experiment folder fails here, with the scores already shown
+    atomic_write_json(exp.layout.evaluation, result, indent=2)
+
+
+#: Folder of the experiment where evaluate's prediction grids go (one folder per teacher).
+EVALUATION_PICTURES = "evaluation"
+
+
+def _notice(line: str) -> None:
+    """A line for the person running the command, on stderr (stdout may be --json)."""
+    typer.echo(f"note: {line}", err=True)
 
 
 #: Shown where a metric is undefined (COCOeval's -1: no ground truth of that class), never as 0.

@@ -68,11 +68,60 @@ def predictions_for(loaded: Any, coco: Any, images_dir: Path, info: Any, batch_s
     return out
 
 
-def check_categories(experiment_info: Any, coco: Any, path: Path) -> None:
-    unknown = sorted({c.id for c in coco.categories} - set(experiment_info.class_mapping))
-    if unknown:
-        raise DataError(f"{path}: categories {unknown} were not in the experiment's training data; "
-                        f"its teachers only know {', '.join(experiment_info.class_names)}")
+def category_key(name: str) -> str:
+    """How category names are compared (case and spacing ignored, as ``teacherkit validate``
+    and replay compare them: the names are the teachers' text prompts)."""
+    return " ".join(str(name).split()).casefold()
+
+
+def match_categories(experiment_info: Any, coco: Any, path: Path) -> dict[int, int]:
+    """The file's category id → the experiment's id of the category with the same name.
+
+    :raises DataError: a category the experiment was not trained on (with both names when
+        the experiment has its id under another name), or two of the file's categories
+        with one name.
+    """
+    by_name = {category_key(c["name"]): int(c["id"]) for c in experiment_info.categories}
+    name_of = {int(c["id"]): str(c["name"]) for c in experiment_info.categories}
+    mapping: dict[int, int] = {}
+    for cat in coco.categories:
+        target = by_name.get(category_key(cat.name))
+        if target is None and cat.id in name_of:
+            raise DataError(f"{path}: category id {cat.id} is {cat.name!r} in this file but {name_of[cat.id]!r} in "
+                            f"the experiment's training data; categories are matched by name, so the teachers "
+                            f"cannot score {cat.name!r}")
+        if target is None:
+            raise DataError(f"{path}: category {cat.name!r} (id {cat.id}) was not in the experiment's training "
+                            f"data; its teachers only know {', '.join(experiment_info.class_names)}")
+        if target in mapping.values():
+            raise DataError(f"{path}: two categories are named {name_of[target]!r} (ignoring case and spacing)")
+        mapping[cat.id] = target
+    return mapping
+
+
+def remap_categories(coco: Any, mapping: dict[int, int], experiment_info: Any) -> Any:
+    """``coco`` with the experiment's category ids and names (:func:`match_categories`)."""
+    import msgspec
+
+    from teacherkit.data.coco import CocoDataset
+
+    if all(source == target for source, target in mapping.items()):
+        return coco
+    names = {int(c["id"]): str(c["name"]) for c in experiment_info.categories}
+    categories = [msgspec.structs.replace(cat, id=mapping[cat.id], name=names[mapping[cat.id]])
+                  for cat in coco.categories]
+    annotations = [msgspec.structs.replace(ann, category_id=mapping.get(ann.category_id, ann.category_id))
+                   for ann in coco.annotations]
+    return CocoDataset(coco.images, annotations, categories, path=coco.path, info=coco.info, licenses=coco.licenses)
+
+
+def remap_notice(path: Path, coco: Any, mapping: dict[int, int]) -> str | None:
+    """One line naming the categories whose ids differ from the experiment's, or ``None``."""
+    moved = [f"{cat.name!r} {cat.id}->{mapping[cat.id]}" for cat in coco.categories if mapping[cat.id] != cat.id]
+    if not moved:
+        return None
+    return (f"{path}: categories matched to the experiment's by name, with other ids: {', '.join(moved)} "
+            f"(file id->experiment id)")
 
 
 def check_scorable(coco: Any, path: Path) -> None:
@@ -118,14 +167,43 @@ def undefined_as_none(metrics: dict[str, Any], gt: dict[str, Any]) -> dict[str, 
     return out
 
 
-def _load_sets(experiment: Any, data: Path, images: Path | None, reference: Path | None,
-               reference_images: Path | None) -> dict[str, tuple[Any, Path]]:
+#: The recorded files ``evaluate`` falls back to without ``--data``, in the order tried.
+RECORDED_SPLITS = ("test", "val")
+
+
+def recorded_data(experiment: Any) -> tuple[str, Path, Path | None]:
+    """The held-out file the experiment's ``metadata.json`` records (its test file when it
+    has one, else its validation file): ``(split, path, image folder or None)``. A relative
+    path is taken from the working folder, as training took it.
+
+    :raises DataError: nothing recorded, or the recorded file is gone; both say to give ``--data``.
+    """
+    import json
+
+    where = experiment.layout.metadata
+    try:
+        data = json.loads(where.read_text(encoding="utf-8")).get("data") or {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise DataError(f"{where}: cannot read the recorded data ({exc}); give --data") from None
+    for split in RECORDED_SPLITS:
+        entry = data.get(split)
+        if isinstance(entry, dict) and entry.get("path"):
+            path = Path(entry["path"])
+            if not path.is_file():
+                raise DataError(f"{where}: the recorded {split} file {path} is not found from {Path.cwd()}; "
+                                f"give --data")
+            images = entry.get("images")
+            return split, path, Path(images) if images else None
+    raise DataError(f"{where}: the experiment records no validation or test file (trained without --val); "
+                    f"give --data")
+
+
+def _load_sets(experiment: Any, sets: dict[str, tuple[Path, Path]],
+               notice: Callable[[str], None]) -> dict[str, tuple[Any, Path]]:
+    """Each ``(COCO path, image folder)`` loaded, checked, with the experiment's category ids."""
     from teacherkit.data.coco import load_coco
     from teacherkit.data.image_files import check_image_paths
 
-    sets = {"data": (Path(data), Path(images) if images else Path(data).parent)}
-    if reference:
-        sets["reference"] = (Path(reference), Path(reference_images) if reference_images else Path(reference).parent)
     loaded: dict[str, tuple[Any, Path]] = {}
     for key, (path, folder) in sets.items():
         flag = "--images" if key == "data" else "--reference-images"
@@ -133,10 +211,26 @@ def _load_sets(experiment: Any, data: Path, images: Path | None, reference: Path
             raise DataError(f"{flag} {folder}: not a folder (the images of {path})")
         coco = load_coco(path)
         check_scorable(coco, path)
-        check_categories(experiment.info, coco, path)
+        mapping = match_categories(experiment.info, coco, path)
         check_image_paths(coco.images, folder, source=path)
-        loaded[key] = (coco, folder)
+        message = remap_notice(path, coco, mapping)
+        if message:
+            notice(message)
+        loaded[key] = (remap_categories(coco, mapping, experiment.info), folder)
     return loaded
+
+
+def _write_pictures(where: Path, name: str, spec: Any, coco: Any, folder: Path, variant: str,
+                    preds: list[dict[str, Any]], notice: Callable[[str], None]) -> None:
+    """The prediction grid of one variant (``base``/``tuned``), as training draws it."""
+    from teacherkit.reporting.paths import ReportPaths
+    from teacherkit.reporting.pictures import EvaluationPictures
+
+    try:
+        EvaluationPictures(ReportPaths(where / name), coco.to_dict(), folder, spec.evaluation, name).write(
+            preds, tag=variant)
+    except Exception as exc:  # the scores matter more than a picture; say why it is missing
+        notice(f"{name}: {variant} prediction grid not written: {type(exc).__name__}: {exc}")
 
 
 def evaluate_experiment(
@@ -149,15 +243,26 @@ def evaluate_experiment(
     adapter_scale: float = 1.0,
     batch_size: int = 4,
     teachers: list[str] | None = None,
+    pictures: Path | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """``{"teachers": {name: {"data": {"base": m, "tuned": m}, "reference": {...}}}}``;
-    undefined stats are ``None`` (:func:`undefined_as_none`).
+    undefined stats are ``None`` (:func:`undefined_as_none`). Categories are matched to the
+    experiment's by name (:func:`match_categories`).
 
+    :param pictures: when given, the base and tuned prediction grids on ``data`` go to
+        ``<pictures>/<teacher>/pictures/predictions_{base,tuned}.png``.
+    :param notice: called with each line worth telling (categories remapped, a grid not drawn).
     :raises ExperimentError: the experiment has no trained teacher (or not the one asked for).
     :raises NothingToScoreError: ``data`` or ``reference`` has no images or no annotations.
+    :raises DataError: a category the experiment does not know by that name.
     """
+    tell = notice or (lambda _line: None)
     names = experiment.require_trained(teachers)
-    loaded_sets = _load_sets(experiment, data, images, reference, reference_images)
+    sets = {"data": (Path(data), Path(images) if images else Path(data).parent)}
+    if reference:
+        sets["reference"] = (Path(reference), Path(reference_images) if reference_images else Path(reference).parent)
+    loaded_sets = _load_sets(experiment, sets, tell)
     result: dict[str, Any] = {"experiment": str(experiment.path), "adapter_scale": adapter_scale,
                               "data": str(data), "reference": str(reference) if reference else None, "teachers": {}}
     for name in names:
@@ -169,5 +274,8 @@ def evaluate_experiment(
                 preds = predictions_for(loaded, coco, folder, experiment.info, batch_size)
                 gt = coco.to_dict()
                 entry.setdefault(key, {})[variant] = undefined_as_none(metrics_for(spec, gt, preds), gt)
+                if pictures is not None and key == "data":
+                    _write_pictures(pictures, name, spec, coco, folder, variant, preds, tell)
+            del loaded  # one copy of the model at a time
         result["teachers"][name] = entry
     return result

@@ -6,6 +6,11 @@
     results = exp.predict(["a.jpg", "b.jpg"])          # boxes, plus masks when SAM was trained
     for det in results[0]:
         print(det["category_name"], det["score"], det["bbox"])
+    dets = exp.predict("c.jpg")                         # one image: its detections
+
+The teachers are loaded by the first ``predict`` and kept: later calls reuse them
+(``exp.unload()`` frees them). Library chatter (transformers' progress bars and logger
+warnings, Python warnings) is silenced during ``predict``; ``quiet=False`` keeps it.
 
 ``exp.teacher("grounding_dino", adapter_scale=0.5)`` gives one teacher with its LoRA update
 scaled (0 = base model, 1 = fine-tuned).
@@ -13,7 +18,8 @@ scaled (0 = base model, 1 = fine-tuned).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,32 @@ from teacherkit.types import Sample
 
 class ExperimentError(TeacherkitError):
     exit_code = 2
+
+
+#: What ``predict`` takes as one image.
+ImageInput = str | Path | np.ndarray
+
+
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence what libraries print on every load and forward pass: transformers' logger
+    below ERROR, its and huggingface_hub's progress bars ("Loading weights"), and Python
+    warnings. Restored on exit."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass
@@ -102,7 +134,8 @@ def prompted_sample(image: np.ndarray, image_id: int, detections: Sequence[dict[
 class Experiment:
     """A trained experiment folder (paths in :class:`teacherkit.layout.ExperimentLayout`)."""
 
-    def __init__(self, path: str | Path, host: Any = None, device: str | None = None) -> None:
+    def __init__(self, path: str | Path, host: Any = None, device: str | None = None, *,
+                 quiet: bool = True) -> None:
         import json
 
         from teacherkit.config import load_config_yaml
@@ -118,6 +151,9 @@ class Experiment:
         self.config = load_config_yaml(self.host.config_model(), self.layout.config)
         self.info = DatasetInfo.from_dict(json.loads(self.layout.dataset_info.read_text(encoding="utf-8")))
         self.device = device
+        self.quiet = quiet
+        #: Teachers ``predict`` loaded, by name, with the adapter scale they were loaded at.
+        self._kept: dict[str, tuple[float, LoadedTeacher]] = {}
 
     @property
     def teacher_names(self) -> list[str]:
@@ -209,16 +245,41 @@ class Experiment:
                 return str(cat["name"])
         return str(category_id)
 
-    def predict(self, images: Iterable[str | Path | np.ndarray], *, adapter_scale: float = 1.0,
-                batch_size: int = 4) -> list[list[dict[str, Any]]]:
+    def kept_teacher(self, name: str, adapter_scale: float = 1.0) -> LoadedTeacher:
+        """``name`` loaded once and kept for later calls (reloaded only for another
+        ``adapter_scale``; one copy per teacher)."""
+        kept = self._kept.get(name)
+        if kept is None or kept[0] != adapter_scale:
+            self._kept.pop(name, None)  # free the old copy before the new one is built
+            self._kept[name] = (adapter_scale, self.teacher(name, adapter_scale=adapter_scale))
+        return self._kept[name][1]
+
+    def unload(self) -> None:
+        """Forget the teachers ``predict`` kept (the next call loads them again)."""
+        self._kept.clear()
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], *, adapter_scale: float = 1.0,
+                batch_size: int = 4) -> Any:
         """Boxes from the box teacher, refined to masks by the mask teacher when the
         experiment has one. Each detection: ``bbox`` (xywh pixels), ``category_id``,
-        ``category_name``, ``score``, and ``segmentation`` (COCO RLE) with SAM."""
+        ``category_name``, ``score``, and ``segmentation`` (COCO RLE) with SAM.
+
+        :param images: one image (a path, or an ``[H, W, 3]`` uint8 array) or several.
+        :returns: for one image its list of detections; for several, one list per image.
+        """
+        single = isinstance(images, (str, Path)) or (isinstance(images, np.ndarray) and images.ndim == 3)
+        batch = [images] if single else list(images)
+        with quiet_libraries() if self.quiet else nullcontext():
+            out = self._predict(batch, adapter_scale, batch_size)
+        return out[0] if single else out
+
+    def _predict(self, images: list[ImageInput], adapter_scale: float, batch_size: int) -> list[list[dict[str, Any]]]:
         from teacherkit.data.samples import read_image
 
-        boxes = self.teacher(self.box_teacher_name("prediction"), adapter_scale=adapter_scale)
-        masks = self.mask_teacher(adapter_scale=adapter_scale)
-        pixels = [read_image(Path(im)) if not isinstance(im, np.ndarray) else im for im in images]
+        boxes = self.kept_teacher(self.box_teacher_name("prediction"), adapter_scale)
+        mask_name = self.find_teacher("prompted_mask")
+        masks = self.kept_teacher(mask_name, adapter_scale) if mask_name else None
+        pixels = [im if isinstance(im, np.ndarray) else read_image(Path(im)) for im in images]
         out: list[list[dict[str, Any]]] = []
         for start in range(0, len(pixels), batch_size):
             chunk = pixels[start : start + batch_size]
@@ -250,6 +311,8 @@ def predict_images(boxes: LoadedTeacher, masks: LoadedTeacher | None, images: Se
     return results
 
 
-def load_experiment(path: str | Path, host: Any = None, device: str | None = None) -> Experiment:
-    """Open a trained experiment folder (seed-style convenience)."""
-    return Experiment(path, host=host, device=device)
+def load_experiment(path: str | Path, host: Any = None, device: str | None = None, *,
+                    quiet: bool = True) -> Experiment:
+    """Open a trained experiment folder; its teachers load on the first ``predict`` and
+    stay loaded (see :class:`Experiment`)."""
+    return Experiment(path, host=host, device=device, quiet=quiet)
