@@ -16,13 +16,16 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from teacherkit.atomic import atomic_write_text
 from teacherkit.errors import TeacherkitError
+
+#: Images per step, or ``"auto"``: the largest that fits, searched for (training/batch_size.py).
+BatchSize = Annotated[int, Field(ge=1)] | Literal["auto"]
 
 
 class ConfigError(TeacherkitError, ValueError):
@@ -39,8 +42,7 @@ class LoraSettings(_Section):
     alpha: int = Field(32, ge=1, description="LoRA alpha; the update is scaled by alpha / r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
     target_modules: list[str] | None = Field(
-        None, description="Module name patterns LoRA wraps; null uses the teacher's documented default."
-    )
+        None, description="Module name patterns LoRA wraps; null uses the teacher's documented default.")
 
 
 class TeacherConfig(_Section):
@@ -53,19 +55,18 @@ class TeacherConfig(_Section):
         "(the same architecture from a small config with random weights, for trying the pipeline).",
     )
     finetune: Literal["lora", "full"] = Field(
-        "lora", description="'lora' trains adapters only; 'full' trains every weight (comparison, random bases)."
-    )
+        "lora", description="'lora' trains adapters only; 'full' trains every weight (comparison, random bases).")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
     epochs: int | None = Field(None, ge=1, description="Per-teacher epochs; null uses training.epochs.")
-    batch_size: int | None = Field(None, ge=1, description="Per-teacher batch size; null uses training.batch_size.")
+    batch_size: BatchSize | None = Field(None, description="Per-teacher batch size (or 'auto'); null uses "
+                                         "training.batch_size. train records here the size 'auto' found.")
     lr: float | None = Field(None, gt=0, description="Per-teacher learning rate; null uses training.lr.")
 
 
 class ExperimentConfig(_Section):
     name: str = Field("experiment", description="A name for the run, saved in metadata.json.")
     preset: Literal["tiny", "base"] | None = Field(
-        None, description="'tiny' builds small random models and small images for trying the pipeline."
-    )
+        None, description="'tiny' builds small random models and small images for trying the pipeline.")
 
 
 class ReplayConfig(_Section):
@@ -87,26 +88,29 @@ class ReplayConfig(_Section):
 
 class TrainingConfig(_Section):
     epochs: int = Field(10, ge=1, description="Number of passes over the training set.")
-    batch_size: int = Field(4, ge=1, description="Images per step per process.")
+    batch_size: BatchSize = Field(4, description="Images per step per process, or 'auto': for each teacher the "
+                                  "largest batch that fits on the device, recorded as teachers.<name>.batch_size.")
+    scale_lr: bool = Field(False, description="Scale lr linearly: lr x (batch_size x grad_accumulation x processes) "
+                           "/ scale_lr_reference. Off: lr is used as given, whatever the batch.")
+    scale_lr_reference: int = Field(4, ge=1, description="Images per update the lr was chosen for (scale_lr).")
     lr: float = Field(1e-4, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of all steps spent warming up linearly.")
     grad_accumulation: int = Field(1, ge=1, description="Steps whose gradients add up before an update.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this value; null disables.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="'auto' uses bf16 where the device supports it and nothing on CPU."
-    )
+        "auto", description="'auto' uses bf16 where the device supports it and nothing on CPU.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where to train.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes.")
     seed: int = Field(42, description="Seed for python, numpy and torch; the same seed gives the same run.")
+    trackers: list[str] = Field(default_factory=lambda: ["tensorboard"], description="Experiment trackers through "
+                                "accelerate: tensorboard (logs/<teacher>/), wandb, mlflow, aim; [] turns them off.")
     max_nonfinite_steps: int = Field(
-        10, ge=1, description="Consecutive non-finite losses (each step skipped) before training aborts."
-    )
+        10, ge=1, description="Consecutive non-finite losses (each step skipped) before training aborts.")
     log_every: int = Field(10, ge=1, description="Steps between TensorBoard scalar writes.")
     ddp_find_unused_parameters: bool = Field(
         True, description="Let DDP tolerate trainable parameters a step does not use (safe default with LoRA "
-        "and optional heads); false saves a graph traversal per step when every parameter is used."
-    )
+        "and optional heads); false saves a graph traversal per step when every parameter is used.")
     replay: ReplayConfig = Field(default_factory=ReplayConfig, description="Rehearsal of source-domain data.")
 
 
@@ -114,16 +118,14 @@ class CheckpointConfig(_Section):
     monitor: str | None = Field(None, description="Metric that picks the best epoch; null uses the teacher's own.")
     mode: Literal["max", "min"] | None = Field(None, description="Whether the monitored metric should rise or fall.")
     patience: int | None = Field(
-        None, ge=1, description="Epochs without improvement before stopping early; null never stops early."
-    )
+        None, ge=1, description="Epochs without improvement before stopping early; null never stops early.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
 
 
 class AugmentationConfig(_Section):
     enabled: bool = Field(True, description="Augment training images when an augmentation plugin is installed.")
     characteristics: list[str] = Field(
-        default_factory=list, description="Object traits, e.g. ['changes_shape', 'reflective_surface']."
-    )
+        default_factory=list, description="Object traits, e.g. ['changes_shape', 'reflective_surface'].")
     environment: dict[str, str] = Field(
         default_factory=dict, description="Scene facts, e.g. {'lighting': 'variable', 'camera': 'fixed'}."
     )

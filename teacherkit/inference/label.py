@@ -32,6 +32,7 @@ from teacherkit.errors import (
     check_output_file,
     describe_os_error,
 )
+from teacherkit.out_of_memory import is_out_of_memory
 
 log = logging.getLogger("teacherkit.label")
 
@@ -188,7 +189,8 @@ def label_images(
         with open(partial, "a", encoding="utf-8") as out:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                for record in _label_chunk(experiment, boxes, masks, chunk, rel, wanted, refused):
+                for record in _label_or_explain(experiment, boxes, masks, chunk, rel, wanted, refused,
+                                                (batch_size, partial)):
                     out.write(json.dumps(record) + "\n")
                 out.flush()
                 os.fsync(out.fileno())
@@ -201,6 +203,37 @@ def label_images(
         raise OutputError(f"--output {output}: {describe_os_error(exc)}{kept}") from None
     partial.unlink(missing_ok=True)
     return report
+
+
+def _label_or_explain(experiment: Any, boxes: Any, masks: Any, chunk: list[Path], rel: dict[Path, str],
+                      wanted: set[int] | None, refused: set[Path], run: tuple[int, Path]) -> list[dict[str, Any]]:
+    """:func:`_label_chunk`, with an out-of-memory error turned into one message (``run``:
+    the ``--batch-size`` and the partial file, for that message)."""
+    try:
+        return _label_chunk(experiment, boxes, masks, chunk, rel, wanted, refused)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise _out_of_memory(exc, boxes, masks, *run) from exc
+
+
+def _out_of_memory(exc: BaseException, boxes: Any, masks: Any, batch_size: int, partial: Path) -> Exception:
+    """The out-of-memory message of ``label``: which teacher ran out (the one whose frame
+    raised: both run inside one prediction call), what to try, what was kept."""
+    import traceback
+
+    from teacherkit.out_of_memory import labelling_advice, out_of_memory_error
+
+    culprit = boxes
+    for frame, _line in traceback.walk_tb(exc.__traceback__):
+        if masks is not None and frame.f_locals.get("self") is masks:
+            culprit = masks
+    return out_of_memory_error(
+        culprit.spec.name, batch_size, culprit.device, doing="labelling",
+        advice=labelling_advice(batch_size, has_masks=masks is not None),
+        kept=f"The images labelled so far are kept in {partial}; continue with the same command plus --resume and "
+             "the changes above.",
+    )
 
 
 def _final_records(partial: Path, rel: dict[Path, str]) -> dict[str, dict[str, Any]]:

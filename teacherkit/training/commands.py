@@ -19,6 +19,10 @@ _ReplayFraction = Annotated[
                                "images (training.replay.fraction).")
 ]
 
+_BatchSize = Annotated[str | None, typer.Option(
+    "--batch-size", help="training.batch_size: images per step, or 'auto' (the largest that fits, per teacher).")]
+_ScaleLr = Annotated[bool, typer.Option("--scale-lr", help="Scale --lr linearly with the batch (training.scale_lr).")]
+
 
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Training COCO JSON.")],
@@ -35,7 +39,8 @@ def train_command(
         str | None, typer.Option("--models", help="Comma-separated teachers to train (narrows what the data allows).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="training.epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="training.batch_size")] = None,
+    batch_size: _BatchSize = None,
+    scale_lr: _ScaleLr = False,
     lr: Annotated[float | None, typer.Option("--lr", help="training.lr")] = None,
     lora_r: Annotated[
         int | None, typer.Option("--lora-r", help="LoRA rank of every teacher that fine-tunes with LoRA.")
@@ -58,10 +63,13 @@ def train_command(
 
     if resume and overwrite:
         fail("--resume and --overwrite cannot be combined")
-    check_flag_ranges({"--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--num-workers": num_workers,
-                       "--seed": seed, "--replay-fraction": replay_fraction, "--lora-r": lora_r})
+    size = batch_size_flag(batch_size)
+    check_flag_ranges({"--epochs": epochs, "--batch-size": size if size != "auto" else None, "--lr": lr,
+                       "--num-workers": num_workers, "--seed": seed, "--replay-fraction": replay_fraction,
+                       "--lora-r": lora_r})
     host = get_host()
-    training = _given(epochs=epochs, batch_size=batch_size, lr=lr, device=device, num_workers=num_workers, seed=seed,
+    training = _given(epochs=epochs, batch_size=size, lr=lr, device=device, num_workers=num_workers, seed=seed,
+                      scale_lr=True if scale_lr else None,
                       replay=_given(data=str(replay) if replay is not None else None, fraction=replay_fraction))
     layers = {"training": training, "lora_r": lora_r, "preset": preset, "config_file": config_file,
               "sets": sets or []}
@@ -89,6 +97,10 @@ def check_resumed_flags(model: Any, output: Path, layers: dict[str, Any]) -> Non
     if not saved_path.is_file():
         return  # not an experiment: the trainer says so
     saved = load_config_yaml(model, saved_path)
+    if layers["training"].get("batch_size") == "auto" and saved.training.batch_size == "auto":
+        # the search ran when the run started and recorded its sizes per teacher: repeating
+        # --batch-size auto asks for what was saved, not for clearing those sizes
+        layers = {**layers, "training": {k: v for k, v in layers["training"].items() if k != "batch_size"}}
     given = resolve_train_config(model, saved=saved.model_dump(mode="json"), **layers)
     diff = resumed_config_difference(saved, given)
     if diff:
@@ -96,6 +108,18 @@ def check_resumed_flags(model: Any, output: Path, layers: dict[str, Any]) -> Non
 
         raise ConfigError(f"--resume continues {saved_path}; the flags given change it:\n  " + "\n  ".join(diff)
                           + "\ndrop those flags to continue as saved, or start a new --output")
+
+
+def batch_size_flag(value: str | None) -> int | str | None:
+    """``--batch-size``: a whole number (its range is checked with the other flags) or ``auto``."""
+    if value is None or value.strip().lower() == "auto":
+        return None if value is None else "auto"
+    try:
+        return int(value)
+    except ValueError:
+        from teacherkit.errors import TeacherkitError
+
+        raise TeacherkitError(f"--batch-size {value}: expected a whole number of images or 'auto'") from None
 
 
 def _given(**values: Any) -> dict[str, Any]:

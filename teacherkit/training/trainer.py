@@ -199,8 +199,11 @@ class TeacherTrainer:
             check_resume_data,
             check_resume_selection,
         )
+        from teacherkit.training.tracking import check_trackers, configured_trackers
 
         replay_paths(self.config.training.replay)  # a missing replay file fails before the big loads
+        check_trackers(configured_trackers(self.config.training))  # a named tracker must be installed
+
         def warn(text: str) -> None:  # one line, unwrapped, from the main process only
             if self._main:
                 print(f"warning: {text}", file=sys.stderr, flush=True)
@@ -258,26 +261,66 @@ class TeacherTrainer:
     def _train_teacher(self, spec: Any, info: Any, train_coco: Any, val_coco: Any, accelerator: Any,
                        reporter: Any, stop: StopFlag) -> tuple[LoopResult, str]:
         from teacherkit.evaluation.run import evaluator
+        from teacherkit.out_of_memory import is_out_of_memory
 
         teacher, tcfg = self._load_teacher(spec, info, accelerator)
         train_set, val_set, val_source = self._datasets(spec, tcfg, teacher, info, train_coco, val_coco, reporter)
         report = teacher.parameter_report()
-        settings = LoopSettings.from_config(self.config, spec)
+        loss_fn = self.host.make_loss(spec, tcfg, teacher)
+        found = self._auto_batch_size(spec, tcfg, teacher, loss_fn, train_set, accelerator, reporter)
+        settings = LoopSettings.from_config(self.config, spec, batch_size=found, processes=accelerator.num_processes)
         self.monitors[spec.name] = settings.monitor
         reporter.start_teacher(spec.name, report.summary(), len(train_set), len(val_set), settings.epochs,
                                str(accelerator.device))
+        if self.config.training.scale_lr:
+            reporter.line(f"   lr {settings.lr:.3g} (training.scale_lr: {tcfg.lr or self.config.training.lr:.3g} "
+                          f"x {settings.batch_size * settings.grad_accumulation * accelerator.num_processes} images "
+                          f"per update / {self.config.training.scale_lr_reference})")
         layout = self.layout.teacher(spec.name)
         loop = TeacherLoop(
-            teacher=teacher, loss_fn=self.host.make_loss(spec, tcfg, teacher), train_set=train_set,
+            teacher=teacher, loss_fn=loss_fn, train_set=train_set,
             val_set=val_set, evaluate=evaluator(spec, val_source.to_dict()), settings=settings,
             accelerator=accelerator, layout=layout, reporter=reporter, stop=stop, resume=self.resume,
         )
-        result = loop.run()
+        try:
+            result = loop.run()
+        except Exception as exc:  # one message with what to try instead of the allocator's statistics
+            if not is_out_of_memory(exc):
+                raise
+            from teacherkit.out_of_memory import kept_checkpoint, out_of_memory_error, training_advice
+
+            raise out_of_memory_error(
+                spec.name, settings.batch_size, accelerator.device, doing=f"training (epoch {loop.state.epoch + 1})",
+                advice=training_advice(spec.name, tcfg, settings.batch_size), kept=kept_checkpoint(layout.last),
+            ) from exc
         if accelerator.is_main_process and result.history:
             from teacherkit.training.tracking import write_curves
 
             write_curves(result.history, layout.plot, title=f"{spec.name} ({report.mode})", metric=settings.monitor)
         return result, report.summary()
+
+    def _auto_batch_size(self, spec: Any, tcfg: Any, teacher: Any, loss_fn: Any, train_set: Any, accelerator: Any,
+                         reporter: Any) -> int | None:
+        """With ``--batch-size auto``: the largest batch that fits, recorded as the teacher's
+        ``batch_size`` in the saved config (so ``--resume`` trains with it); else ``None``."""
+        from teacherkit.training.settings import configured_batch_size
+
+        if configured_batch_size(self.config, spec.name) != "auto":
+            return None
+        from teacherkit.out_of_memory import out_of_memory_error, training_advice
+        from teacherkit.training.batch_size import search_batch_size
+
+        search = search_batch_size(teacher, loss_fn, train_set, accelerator)
+        if not search.chosen:
+            raise out_of_memory_error(spec.name, 1, accelerator.device, doing="looking for a batch size that fits "
+                                      "(--batch-size auto)", advice=training_advice(spec.name, tcfg, 1),
+                                      kept="Nothing was trained or saved for this teacher.")
+        reporter.line(f"{spec.name}: --batch-size auto chose {search.chosen} ({search.describe()})")
+        setattr(self.config.teachers, spec.name, self.config.teacher(spec.name).model_copy(
+            update={"batch_size": search.chosen}))
+        if self._main:
+            self.config.save(self.layout.config)
+        return search.chosen
 
     def _teacher_config(self, spec: Any, saved_base: bool) -> Any:
         """The teacher's config section, with ``base`` pointing at the base folder this
