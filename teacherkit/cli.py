@@ -186,6 +186,13 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line (traceback with ``--verbose``) and exit
     with :func:`teacherkit.errors.exit_code_for`."""
@@ -195,6 +202,8 @@ def run(argv: list[str] | None = None) -> int:
     # our own progress display is enough; library download/loading bars only add noise
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # already imported (the Python API, tests): the variables come too late
+        _quiet_transformers()
     import warnings
 
     # transformers 5 deprecation chatter from inside peft/transformers, not actionable by users

@@ -77,13 +77,14 @@ def config_section(layout: ExperimentLayout) -> str:
 
 
 def epoch_table(rows: list[dict[str, Any]], best_epoch: int | None) -> str:
-    """Headline metrics of the base (epoch 0, when evaluated), the best epoch and the last."""
+    """Headline metrics of the base (epoch 0, when evaluated), the best epoch and the last;
+    the base's column says ``best`` too when no trained epoch beat it."""
     if not rows:
         return '<p class="note">no results.csv</p>'
     chosen: list[tuple[str, dict[str, Any]]] = []
     by_epoch = {int(r["epoch"]): r for r in rows}
     if 0 in by_epoch:
-        chosen.append(("base (epoch 0)", by_epoch[0]))
+        chosen.append(("base = best (epoch 0)" if best_epoch == 0 else "base (epoch 0)", by_epoch[0]))
     if best_epoch in by_epoch and best_epoch != 0:
         chosen.append((f"best (epoch {best_epoch})", by_epoch[best_epoch]))
     last = max(by_epoch)
@@ -138,6 +139,15 @@ def evaluation_table(entry: dict[str, Any]) -> str:
     return "<h4>evaluate: base (adapter off) vs tuned</h4>" + h.table(header, body)
 
 
+def base_kept_note(info: dict[str, Any]) -> str:
+    """A warning line when training kept the base model (``base_kept`` in metadata.json)."""
+    if not info.get("base_kept"):
+        return ""
+    return ('<p class="note"><strong>No epoch beat the base model (epoch 0): the base was kept as best.</strong> '
+            "Fine-tuning did not improve the monitored metric on the validation set; the adapter "
+            "is the untouched one and predicts as the base does.</p>")
+
+
 def teacher_section(layout: ExperimentLayout, name: str, meta: dict[str, Any],
                     evaluation: dict[str, Any] | None) -> str:
     paths = ReportPaths(layout.teacher(name).dir)
@@ -146,13 +156,13 @@ def teacher_section(layout: ExperimentLayout, name: str, meta: dict[str, Any],
     best_epoch = info.get("best_epoch")
     best_row = next((r for r in rows if r.get("epoch") == best_epoch), rows[-1] if rows else None)
     curves = read_json(paths.curves_json) or {}
-    facts = [(k.replace("_", " "), info[k]) for k in ("parameters", "best_metric", "best_epoch", "epochs_run",
-                                                      "stopped_early", "seconds", "images_per_second")
+    facts = [(k.replace("_", " "), info[k]) for k in ("parameters", "base_metric", "best_metric", "best_epoch",
+                                                      "epochs_run", "stopped_early", "seconds", "images_per_second")
              if info.get(k) is not None]
     if "best_threshold" in curves:
         facts.append(("best confidence threshold (F1)", curves["best_threshold"]))
     parts = [f'<h2 id="teacher-{h.esc(name)}">{h.esc(name)}</h2>', h.key_values(facts) if facts else "",
-             "<h3>Metrics</h3>", epoch_table(rows, best_epoch)]
+             base_kept_note(info), "<h3>Metrics</h3>", epoch_table(rows, best_epoch)]
     entry = (evaluation or {}).get("teachers", {}).get(name)
     if entry:
         parts.append(evaluation_table(entry))

@@ -41,11 +41,13 @@ def flatten_row(row: dict[str, Any]) -> dict[str, float | int | None]:
 
 
 def columns_of(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Column names in first-seen order, ``epoch`` first."""
+    """Column names in first-seen order, ``epoch`` first, then the training losses (which
+    the base's row, epoch 0, lacks: they stay next to ``epoch`` all the same)."""
     names: dict[str, None] = {"epoch": None}
     for row in rows:
         names.update(dict.fromkeys(row))
-    return list(names)
+    train = [n for n in names if n.startswith("train_")]
+    return ["epoch", *train, *(n for n in names if n != "epoch" and not n.startswith("train_"))]
 
 
 def results_table(history: Sequence[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:

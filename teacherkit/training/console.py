@@ -12,18 +12,20 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-
 #: Decimals of the epoch table's columns, fixed per column (rows print one at a time, so a
 #: column cannot adapt to values it has not seen); metrics and losses get four.
 _EPOCH_DECIMALS = {"seconds": 1, "peak_mem_gib": 2, "img_per_s": 1, "lr": 6}
 
 
 def _fmt(value: Any, column: str = "") -> str:
+    """A cell of the epoch table; ``None`` (nothing logged: the base's training loss) is a dash."""
     from teacherkit.reporting.numbers import format_number
 
+    if column == "epoch" and value == 0:
+        return "0 (base)"
     if isinstance(value, float):
         return format_number(value, _EPOCH_DECIMALS.get(column, 4))
-    return format_number(value) if value is not None else ""
+    return format_number(value)
 
 
 class Reporter:
@@ -51,10 +53,14 @@ class Reporter:
         return _Progress(self, f"epoch {epoch + 1}/{epochs}", total)
 
     def epoch_row(self, row: dict[str, Any]) -> None:
+        """One line per epoch under a header; epoch 0 is the base (no training loss, shown
+        as a dash). A row with a column the header lacks (a loss part first logged in
+        epoch 1, after the base) prints the header again, widened."""
         if self.quiet:
             return
-        if not self._columns:
-            self._columns = list(row)
+        new = [c for c in row if c not in self._columns]
+        if new:
+            self._columns += new
             self.console.print("  ".join(f"{c:>10}" for c in self._columns), markup=False)
         self.console.print("  ".join(f"{_fmt(row.get(c, ''), c):>10}" for c in self._columns), markup=False)
 

@@ -8,6 +8,9 @@
 ``after_epoch``    once the row is complete and recorded in the loop's ``TrainState``;
 ``after_train``    always, last (``finally``).
 
+``score_epoch`` and ``after_epoch`` also run for epoch 0, the base model scored before the
+first step (a fresh run only); its row has ``train_loss``, ``seconds`` and ``lr`` ``None``.
+
 Hook state that must survive a resume lives in the loop's ``TrainState`` (early stopping
 is the only one), so it is written with the checkpoint and read back from it.
 """
@@ -97,6 +100,10 @@ class EarlyStoppingHook(Hook):
 
     def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
         monitor = loop.s.monitor
+        if row.get(monitor) is None and row["epoch"] == 0:  # e.g. train_loss: the base never trained,
+            loop.improved = False                            # so it cannot be the best by that measure
+            row["best"] = loop.stopping.best
+            return
         if row.get(monitor) is None:
             raise TrainingAborted(
                 f"checkpointing.monitor {monitor!r} is not a metric of {loop.teacher.spec.name}; "
@@ -115,7 +122,11 @@ class CheckpointHook(Hook):
     committed before the ``last`` whose state says "best epoch N"; a kill in between leaves
     a ``last`` of epoch N-1 that still names the old best, and the resumed run redoes epoch
     N. On resume, :func:`~teacherkit.training.best.reconcile_best` repairs what a kill (or a
-    hand) left inconsistent."""
+    hand) left inconsistent.
+
+    Epoch 0 (the base) writes ``best`` and the adapter when it is the best, but no ``last``:
+    ``last`` is where training resumes, and nothing has trained yet. A run killed before its
+    first ``last`` starts afresh on ``--resume`` and scores the base again."""
 
     def __init__(self, layout: TeacherLayout) -> None:
         self.layout = layout
@@ -129,7 +140,8 @@ class CheckpointHook(Hook):
     def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
         if loop.improved:
             self.save(loop, self.layout.best, with_adapter=True)
-        self.save(loop, self.layout.last)
+        if row["epoch"] > 0:
+            self.save(loop, self.layout.last)
 
     def save(self, loop: TeacherLoop, final: Path, *, with_adapter: bool = False) -> None:
         """Save the loop's state to ``final`` (every process takes part; the main one writes)."""
@@ -164,15 +176,17 @@ class LoggingHook(Hook):
             self.tb.scalars("train", {"lr": loop.scheduler.get_last_lr()[0]}, step)
 
     def score_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
-        row["lr"] = float(loop.scheduler.get_last_lr()[0])  # where the schedule stands, for results.csv
+        # where the schedule stands, for results.csv; the base was trained at no rate
+        row["lr"] = float(loop.scheduler.get_last_lr()[0]) if row["epoch"] else None
 
     def after_epoch(self, loop: TeacherLoop, row: dict[str, Any]) -> None:
         board, epoch = self.tb, row["epoch"]
         metrics = {k: v for k, v in row.items() if k not in ("epoch", "seconds", "peak_mem_gib", "best", "lr")
                    and not k.startswith("train_")}
         board.scalars("val", scalar_items(metrics), epoch)
-        board.scalars("epoch", {"images_per_second": loop.epoch_images / max(row["seconds"], 1e-9),
-                                "peak_memory_gib": row["peak_mem_gib"]}, epoch)
+        if row["seconds"] is not None:  # epoch 0 trained nothing: no speed to log
+            board.scalars("epoch", {"images_per_second": loop.epoch_images / max(row["seconds"], 1e-9),
+                                    "peak_memory_gib": row["peak_mem_gib"]}, epoch)
         for hook in loop.hooks:
             if isinstance(hook, EvaluationHook) and hook.grid is not None:
                 board.image("val/predictions", hook.grid, epoch)
@@ -181,9 +195,10 @@ class LoggingHook(Hook):
         loop.reporter.epoch_row(display_row(row))
         if loop.stop_training:
             s, stopping = loop.s, loop.stopping
+            base = " (the base)" if stopping.best_epoch == 0 else ""
             loop.reporter.line(
                 f"   early stop: {s.monitor} has not improved by {s.min_delta} for {s.patience} epochs "
-                f"(best {stopping.best:.4f} at epoch {stopping.best_epoch})"
+                f"(best {stopping.best:.4f} at epoch {stopping.best_epoch}{base})"
             )
 
     def after_train(self, loop: TeacherLoop) -> None:

@@ -7,6 +7,11 @@ steps. What happens around the steps (evaluation, early stopping, ``best``/``las
 checkpoints, logging) are hooks (:mod:`teacherkit.training.hooks`); where the run stands is
 one :class:`~teacherkit.training.state.TrainState`, saved and restored as a whole.
 
+Before its first optimizer step a fresh run scores the untouched model as epoch 0, the base
+(LoRA's B matrices start at zero and trained heads start from the base weights, so the model
+before training *is* the base). Epoch 0 goes through the same end-of-epoch hooks as a trained
+epoch, so it can be the best; when no epoch beats it, the base is kept and the run says so.
+
 Ctrl-C (SIGINT) and SIGTERM stop at the next optimizer-step boundary and save ``last``, so
 ``--resume`` continues with exactly the samples, RNG states and optimizer moments the run
 would have used.
@@ -15,7 +20,6 @@ would have used.
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,73 +35,40 @@ from teacherkit.training.dataset import EpochSampler, batches_per_epoch, move_to
 from teacherkit.training.hooks import CheckpointHook, EarlyStoppingHook, EvaluationHook, Hook, LoggingHook
 from teacherkit.training.settings import LoopSettings
 from teacherkit.training.state import PartialEpoch, TrainState
-from teacherkit.training.stopping import EarlyStopping, Interrupted, TrainingAborted
+from teacherkit.training.stopping import (
+    EarlyStopping,
+    Interrupted,
+    StopFlag,
+    TrainingAborted,
+    ignore_stop_signals,
+)
 
-__all__ = ["Interrupted", "LoopResult", "LoopSettings", "StopFlag", "TeacherLoop", "TrainingAborted",
-           "peak_memory_gib", "warmup_cosine"]
+__all__ = ["BASE_KEPT", "Interrupted", "LoopResult", "LoopSettings", "StopFlag", "TeacherLoop", "TrainingAborted",
+           "ignore_stop_signals", "peak_memory_gib", "warmup_cosine"]
+
+
+#: What the run says when the base model (epoch 0) stays the best.
+BASE_KEPT = "no epoch beat the base model (epoch 0): kept the base as best"
 
 
 @dataclass
 class LoopResult:
+    """One teacher's run. ``best_epoch`` 0 with ``base_kept`` means no trained epoch beat
+    the base: the adapter kept is the untouched one. ``base_metric`` is the monitored
+    metric of epoch 0 (``None`` when the run did not score it, e.g. resumed past it in an
+    experiment from before epoch 0 was scored)."""
+
     history: list[dict[str, Any]] = field(default_factory=list)
     best_metric: float | None = None
     best_epoch: int | None = None
+    base_metric: float | None = None
+    base_kept: bool = False
     epochs_run: int = 0
     stopped_early: bool = False
     nonfinite_steps: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
     peak_memory_gib: float = 0.0
-
-
-class StopFlag:
-    """Set by SIGINT/SIGTERM (or by ``after_steps`` in tests); checked at step boundaries.
-
-    ``timeout`` and Slurm send SIGTERM to the whole process group: the DataLoader workers
-    ignore it (:func:`ignore_stop_signals`) and this process stops them once ``last`` is
-    saved. The exit code says which signal it was (130 SIGINT, 143 SIGTERM)."""
-
-    def __init__(self, after_steps: int | None = None) -> None:
-        self.requested = False
-        self.signum: int | None = None
-        self.after_steps = after_steps
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, _frame: Any) -> None:
-        if self.requested:  # a second signal stops at once, keeping the checkpoints already saved
-            self.signum = signum
-            raise self.interrupted("stopped at once by a second signal; the last saved checkpoint is kept, "
-                                   "continue with --resume")
-        self.requested = True
-        self.signum = signum
-
-    def interrupted(self, message: str) -> Interrupted:
-        """An :class:`Interrupted` whose exit code is 128 + the signal (130 without one)."""
-        exc = Interrupted(message)
-        exc.exit_code = 128 + (self.signum or signal.SIGINT)
-        return exc
-
-    def __enter__(self) -> StopFlag:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def check(self, global_step: int) -> bool:
-        return self.requested or (self.after_steps is not None and global_step >= self.after_steps)
-
-
-def ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a worker ignores SIGINT/SIGTERM sent to the process
-    group, so the main process can finish the step, save ``last`` and then stop it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def warmup_cosine(total_steps: int, warmup_ratio: float):
@@ -178,6 +149,11 @@ class TeacherLoop:
             if self.state.finished:
                 self.reporter.line(f"   already finished at epoch {self.state.epoch}; nothing to resume")
                 return self._result(wall_start)
+            if not self.resumed:  # a resumed run is past its first step: its epoch 0 is in the history
+                self._base_epoch()
+                if self.stop.requested:
+                    raise self.stop.interrupted(f"{self.teacher.spec.name}: stopped after scoring the base model "
+                                                "(epoch 0), before any training; --resume starts it afresh")
             for epoch in range(self.state.epoch, self.s.epochs):
                 self._train_epoch(epoch)
                 self._end_epoch(epoch)
@@ -189,6 +165,8 @@ class TeacherLoop:
         finally:
             for hook in self.hooks:
                 hook.after_train(self)
+        if self.stopping.best_epoch == 0 and self.state.epoch > 0:
+            self.reporter.line(f"   {self.teacher.spec.name}: {BASE_KEPT}")
         return self._result(wall_start)
 
     def _build(self) -> None:
@@ -321,6 +299,14 @@ class TeacherLoop:
             f"checkpoint saved to {self.layout.last}; continue with --resume"
         )
 
+    def _base_epoch(self) -> None:
+        """Epoch 0: the model before its first optimizer step, scored and recorded like an
+        epoch (it may become ``best``), with no training loss and no training time."""
+        self.partial, self.epoch_seconds, self.epoch_images = PartialEpoch(), 0.0, 0
+        row: dict[str, Any] = {"epoch": 0, "train_loss": None, "seconds": None,
+                               "peak_mem_gib": round(peak_memory_gib(self.acc.device), 3)}
+        self._record_epoch(row)
+
     def _end_epoch(self, epoch: int) -> None:
         sums, counted = self.partial.sums, self.partial.count
         if self.acc.num_processes > 1:  # epoch means over every rank's batches
@@ -333,13 +319,18 @@ class TeacherLoop:
         row: dict[str, Any] = {"epoch": epoch + 1, **{f"train_{k}": v / max(counted, 1) for k, v in sums.items()}}
         row["seconds"] = round(self.epoch_seconds, 2)
         row["peak_mem_gib"] = round(peak_memory_gib(self.acc.device), 3)
+        self._record_epoch(row)
+
+    def _record_epoch(self, row: dict[str, Any]) -> None:
+        """Score ``row`` (hooks), record it in the state as the last finished epoch, then
+        let the hooks act on it (best/last checkpoints, logs)."""
         self.improved = False
         for hook in self.hooks:
             hook.score_epoch(self, row)
         state = self.state
         state.history.append(row)
-        state.epoch, state.batch, state.partial = epoch + 1, 0, None
-        state.finished = self.stopping.should_stop() or epoch + 1 == self.s.epochs
+        state.epoch, state.batch, state.partial = row["epoch"], 0, None
+        state.finished = self.stopping.should_stop() or row["epoch"] == self.s.epochs
         for hook in self.hooks:
             hook.after_epoch(self, row)
 
@@ -371,6 +362,7 @@ class TeacherLoop:
     def _result(self, wall_start: float) -> LoopResult:
         return LoopResult(
             history=self.state.history, best_metric=self.stopping.best, best_epoch=self.stopping.best_epoch,
+            base_metric=self.state.base_metric(self.s.monitor), base_kept=self.stopping.best_epoch == 0,
             epochs_run=self.state.epoch, stopped_early=self.stop_training,
             nonfinite_steps=self.state.nonfinite_steps, seconds=time.perf_counter() - wall_start,
             images_per_second=self.images_seen * self.acc.num_processes / max(self.train_seconds, 1e-9),

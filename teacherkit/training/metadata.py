@@ -112,15 +112,20 @@ def write_metadata(path: Path, *, host: Any, data: dict[str, Any], teachers: dic
 
 
 def summary_row(name: str, result: Any, monitor: str | None = None) -> dict[str, Any]:
-    """One teacher's line of the results table printed at the end of a run."""
+    """One teacher's line of the results table printed at the end of a run: ``base`` is
+    epoch 0 (the model before training), ``best epoch`` says ``0 (base)`` when no trained
+    epoch beat it."""
     last = result.history[-1] if result.history else {}
     row: dict[str, Any] = {"teacher": name, "epochs": result.epochs_run}
-    if "train_loss" in last:
+    if last.get("train_loss") is not None:
         row["train loss"] = last["train_loss"]
     if monitor:
         row["metric"] = monitor
+        base = getattr(result, "base_metric", None)
+        row["base"] = base if base is not None else "-"
         row["last"] = last.get(monitor, "-")
         row["best"] = result.best_metric if result.best_metric is not None else "-"
-        row["best epoch"] = result.best_epoch or "-"
+        best_epoch = result.best_epoch
+        row["best epoch"] = "-" if best_epoch is None else "0 (base)" if best_epoch == 0 else best_epoch
     row["img/s"] = round(result.images_per_second, 1)
     return row

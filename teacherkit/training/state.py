@@ -34,8 +34,10 @@ class TrainState:
     """Where a teacher's training stands.
 
     ``epoch`` counts finished epochs; ``batch`` the batches done in the next one (0 at an
-    epoch boundary, when ``partial`` is None). ``optimizer``/``scheduler``/``scaler``/``rng``
-    are the engine states (``rng`` one entry per process), filled in just before saving."""
+    epoch boundary, when ``partial`` is None). ``history`` has one row per epoch, starting
+    with epoch 0, the base model scored before training (0 finished epochs, and ``best``
+    may name it). ``optimizer``/``scheduler``/``scaler``/``rng`` are the engine states
+    (``rng`` one entry per process), filled in just before saving."""
 
     epoch: int = 0
     batch: int = 0
@@ -57,6 +59,15 @@ class TrainState:
     @property
     def best_epoch(self) -> int | None:
         return self.early_stopping.get("best_epoch")
+
+    @property
+    def base(self) -> dict[str, Any] | None:
+        """The row of epoch 0 (the base model), ``None`` when this run did not score it."""
+        return next((row for row in self.history if row.get("epoch") == 0), None)
+
+    def base_metric(self, monitor: str) -> float | None:
+        value = (self.base or {}).get(monitor)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     def to_state(self) -> dict[str, Any]:
         return {

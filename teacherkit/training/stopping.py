@@ -2,12 +2,15 @@
 
 Two small pieces the loop's hooks use and the checkpoint records: :func:`monitor_rule`
 (the configured or the teacher's own metric, and its direction) and
-:class:`EarlyStopping` (best so far, epochs without improvement).
+:class:`EarlyStopping` (best so far, epochs without improvement); and the ways a run stops
+before its last epoch: :class:`StopFlag` (a signal asked), :class:`Interrupted`,
+:class:`TrainingAborted`.
 """
 
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -61,6 +64,8 @@ def _mode(value: str) -> Mode:
 class EarlyStopping:
     """Tracks the monitored metric; says when an epoch is the best and when to stop.
 
+    Epoch 0 is the base model, scored before any training: it sets the bar (and is the
+    best when no epoch beats it) but, not being a trained epoch, never uses up patience.
     Its :meth:`state_dict` is part of every checkpoint, so a resumed run stops where the
     uninterrupted one would have."""
 
@@ -72,7 +77,8 @@ class EarlyStopping:
     bad_epochs: int = 0
 
     def update(self, value: float | None, epoch: int) -> bool:
-        """Record ``value`` for ``epoch``; return True when it improves on the best."""
+        """Record ``value`` for ``epoch``; return True when it improves on the best (the
+        first finite value always does, so a finite base is the best until beaten)."""
         if value is None or not math.isfinite(value):
             improved = False
         elif self.best is None:
@@ -83,7 +89,7 @@ class EarlyStopping:
             improved = value < self.best - self.min_delta
         if improved:
             self.best, self.best_epoch, self.bad_epochs = float(value), epoch, 0  # type: ignore[arg-type]
-        else:
+        elif epoch > 0:  # a base whose metric is undefined is no training epoch that failed
             self.bad_epochs += 1
         return improved
 
@@ -100,3 +106,53 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM (or by ``after_steps`` in tests); checked at step boundaries.
+
+    ``timeout`` and Slurm send SIGTERM to the whole process group: the DataLoader workers
+    ignore it (:func:`ignore_stop_signals`) and this process stops them once ``last`` is
+    saved. The exit code says which signal it was (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, after_steps: int | None = None) -> None:
+        self.requested = False
+        self.signum: int | None = None
+        self.after_steps = after_steps
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.requested:  # a second signal stops at once, keeping the checkpoints already saved
+            self.signum = signum
+            raise self.interrupted("stopped at once by a second signal; the last saved checkpoint is kept, "
+                                   "continue with --resume")
+        self.requested = True
+        self.signum = signum
+
+    def interrupted(self, message: str) -> Interrupted:
+        """An :class:`Interrupted` whose exit code is 128 + the signal (130 without one)."""
+        exc = Interrupted(message)
+        exc.exit_code = 128 + (self.signum or signal.SIGINT)
+        return exc
+
+    def __enter__(self) -> StopFlag:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def check(self, global_step: int) -> bool:
+        return self.requested or (self.after_steps is not None and global_step >= self.after_steps)
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGINT/SIGTERM sent to the process
+    group, so the main process can finish the step, save ``last`` and then stop it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

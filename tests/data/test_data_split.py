@@ -57,11 +57,50 @@ def test_split_invariants(coco: dict, fractions: dict, seed: int, stratify: bool
         assert all(a["image_id"] in own for a in part["annotations"])  # annotations follow their image
         assert part["categories"] == coco["categories"] and part["info"] == coco["info"]
     assert sum(len(p["annotations"]) for p in splits.values()) == len(coco["annotations"])
-    # image counts within one of their targets
-    n = len(coco["images"])
-    for name, part in splits.items():
-        assert abs(len(part["images"]) - n * fractions[name]) <= max(2, 0.1 * n) or stratify
+    if stratify:
+        assert_rarest_class_in_proportion(coco, splits, fractions)
+    else:  # shuffled splits hit their image targets exactly: each within one image of its share
+        n = len(coco["images"])
+        assert all(abs(len(part["images"]) - n * fractions[name]) < 1 for name, part in splits.items())
     assert split_coco(coco, fractions, seed=seed, stratify=stratify) == splits  # deterministic
+
+
+def images_per_class(coco: dict, splits: dict) -> tuple[Counter, dict[str, Counter]]:
+    """Images holding each class, in the whole file and in each split (an image counts once
+    per class, however many of its annotations have that class)."""
+    def count(images: list[dict], annotations: list[dict]) -> Counter:
+        ids = {img["id"] for img in images}
+        return Counter(c for _i, c in {(a["image_id"], a["category_id"]) for a in annotations if a["image_id"] in ids})
+
+    return (count(coco["images"], coco["annotations"]),
+            {name: count(part["images"], part["annotations"]) for name, part in splits.items()})
+
+
+def assert_rarest_class_in_proportion(coco: dict, splits: dict, fractions: dict) -> None:
+    """Stratification's promise for any labels: the images of the rarest class (placed
+    first, before another class can take a place; ties go to the smaller id as text) are
+    spread over the splits in proportion, each split within one image of its share."""
+    total, per_split = images_per_class(coco, splits)
+    if not total:
+        return  # no labels: nothing to stratify
+    rarest = min(total, key=lambda c: (total[c], str(c)))
+    for name in splits:
+        assert abs(per_split[name][rarest] - total[rarest] * fractions[name]) < 1, (name, rarest, per_split)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 6), fractions_strategy, st.integers(0, 2**32 - 1), st.data())
+def test_stratified_single_label_images_keep_every_class_in_proportion(n: int, k: int, fractions: dict, seed: int,
+                                                                         data: st.DataObject) -> None:
+    """Images of one class each (or none): every class, not just the rarest, has each
+    split within one image of its share."""
+    labels = data.draw(st.lists(st.one_of(st.just([]), st.integers(0, k - 1).map(lambda c: [c, c])),
+                                min_size=n, max_size=n))
+    coco = synthetic(n, labels, k)
+    total, per_split = images_per_class(coco, split_coco(coco, fractions, seed=seed, stratify=True))
+    for name, counts in per_split.items():
+        for cls, count in total.items():
+            assert abs(counts[cls] - count * fractions[name]) < 1, (name, cls, per_split)
 
 
 def test_stratification_keeps_rare_classes_in_every_split() -> None:

@@ -39,11 +39,12 @@ def test_results_csv_follows_the_loop(kp_host, kp_data, tmp_path, capsys):
                              quiet=True).train()[TEACHER].history
     paths = ReportPaths.of(out, TEACHER)
     rows = read_results_csv(paths.results_csv)
-    assert [r["epoch"] for r in rows] == [1, 2, 3]
-    for row, logged in zip(rows, history):
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]  # epoch 0: the base, scored before training
+    assert rows[0]["train_loss"] is None and rows[0]["lr"] is None and rows[0]["val_loss"] == history[0]["val_loss"]
+    for row, logged in zip(rows[1:], history[1:], strict=True):
         assert row["train_loss"] == logged["train_loss"] and row["val_loss"] == logged["val_loss"]
         assert row["lr"] == logged["lr"] > 0 or row["epoch"] == 3
-    assert rows[0]["lr"] > rows[1]["lr"]  # the cosine schedule, as the loop stepped it
+    assert rows[1]["lr"] > rows[2]["lr"]  # the cosine schedule, as the loop stepped it
     assert paths.results_png.is_file()
     assert not paths.pictures.exists() and not paths.curves_json.exists()
     assert "pictures" not in capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_a_kill_between_best_and_last_resumes_honestly(kp_host, kp_data, tmp_pat
 
     def second_adapter(final):
         calls["adapter"] += final.name == "adapter"
-        return final.name == "adapter" and calls["adapter"] == 2
+        return final.name == "adapter" and calls["adapter"] == 3  # 1: the base (epoch 0), 2: epoch 1
 
     _fail_on(monkeypatch, atomic, "atomic_dir", second_adapter)  # best of epoch 2 is written, its adapter is not
     with pytest.raises(OSError):
@@ -135,7 +135,7 @@ def test_resume_recovers_last_from_last_old(kp_host, kp_data, tmp_path):
     _resume(kp_host, kp_data, out)
     assert not last.with_name("last.old").exists()
     _, state, _ = load_checkpoint(last)
-    assert state["epoch"] == 3 and len(state["history"]) == 3
+    assert state["epoch"] == 3 and len(state["history"]) == 4  # epoch 0 (the base) and three trained
     a = load_file(str(_ckpt(straight, "last") / "trainable.safetensors"))
     b = load_file(str(last / "trainable.safetensors"))
     assert all(a[k].equal(b[k]) for k in a), "resume started over instead of continuing from last.old"

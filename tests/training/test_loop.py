@@ -71,7 +71,7 @@ def finished_run(tmp_path_factory, module_data):
 def test_outputs_of_a_run(finished_run):
     out, results = finished_run
     assert list(results) == [TEACHER]
-    assert results[TEACHER].epochs_run == 3 and len(results[TEACHER].history) == 3
+    assert results[TEACHER].epochs_run == 3 and len(results[TEACHER].history) == 4  # epoch 0 is the base
     for rel in ("teacher_config.yaml", "metadata.json", "dataset_info.json", f"plots/{TEACHER}.png",
                 f"teachers/{TEACHER}/adapter/model.safetensors",
                 f"teachers/{TEACHER}/checkpoints/best/trainable.safetensors",
@@ -94,7 +94,8 @@ def test_outputs_of_a_run(finished_run):
     assert not [p for p in out.rglob("*.tmp")]
     # the loss fell on this learnable target
     history = results[TEACHER].history
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[0]["epoch"] == 0 and history[0]["train_loss"] is None  # the base trained nothing
+    assert history[-1]["train_loss"] < history[1]["train_loss"]
     # each epoch is scored by the teacher's own metric (TeacherSpec.metric), next to the loss
     for row in history:
         assert row["num_images"] == 4 and row["centroid_error_px"] >= 0 and 0 <= row["centroid_pck"] <= 1
@@ -160,11 +161,14 @@ def test_saved_config_reproduces_the_run(kp_host, module_data, finished_run, tmp
 
 
 def test_early_stopping_fires(kp_host, kp_data, tmp_path):
+    # nothing can improve by min_delta: the base (epoch 0) stays best, epoch 1 uses up the patience
     config = _config(kp_host, **{"training.epochs": 6, "checkpointing.patience": 1, "checkpointing.min_delta": 1e9})
     result = _train(kp_host, kp_data, tmp_path / "exp", config=config)[TEACHER]
-    assert result.stopped_early and result.epochs_run == 2 and result.best_epoch == 1
-    _, state, meta = load_checkpoint(tmp_path / "exp" / "teachers" / TEACHER / "checkpoints" / "last")
+    assert result.stopped_early and result.epochs_run == 1 and result.best_epoch == 0 and result.base_kept
+    checkpoints = tmp_path / "exp" / "teachers" / TEACHER / "checkpoints"
+    _, state, meta = load_checkpoint(checkpoints / "last")
     assert meta["finished"] and state["early_stopping"]["bad_epochs"] == 1
+    assert meta["best_epoch"] == 0 and load_checkpoint(checkpoints / "best")[2]["epoch"] == 0
 
 
 class _NanLoss:
@@ -189,10 +193,10 @@ class _NanLoss:
 
 
 def test_non_finite_steps_are_skipped_and_counted(kp_host, kp_data, tmp_path):
-    kp_host.register(_NanLoss({1, 2}), "nan-loss")
+    kp_host.register(_NanLoss({2, 3}), "nan-loss")  # call 1 scores the base (epoch 0)'s val_loss
     result = _train(kp_host, kp_data, tmp_path / "exp", config=_config(kp_host, **{"training.epochs": 1}))[TEACHER]
     assert result.nonfinite_steps == 2
-    assert result.history[0]["train_loss"] == result.history[0]["train_loss"]  # finite mean of the good steps
+    assert result.history[1]["train_loss"] == result.history[1]["train_loss"]  # finite mean of the good steps
 
 
 def test_many_non_finite_steps_in_a_row_abort_clearly(kp_host, kp_data, tmp_path):

@@ -74,6 +74,20 @@ def test_train_state_round_trips_through_a_checkpoint(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary folder left
 
 
+def test_train_state_keeps_the_base_epoch_through_a_checkpoint(tmp_path):
+    """Epoch 0 (the base) is a row of the history and may be the best: both survive a save,
+    so a resumed run neither scores the base again nor forgets that it was the best."""
+    base = {"epoch": 0, "train_loss": None, "val_loss": 0.25, "lr": None}
+    state = TrainState(epoch=1, step=3, history=[base, {"epoch": 1, "train_loss": 0.5, "val_loss": 0.5}],
+                       early_stopping=EarlyStopping(mode="min", best=0.25, best_epoch=0, bad_epochs=1).state_dict(),
+                       optimizer={}, scheduler={}, rng=[{}])
+    save_checkpoint(tmp_path / "last", {"w": torch.zeros(1)}, state.to_state(), state.to_meta("t"))
+    _trainable, loaded = load_train_state(tmp_path / "last")
+    assert loaded.base == base and loaded.base_metric("val_loss") == 0.25 and loaded.base_metric("bbox_AP") is None
+    assert loaded.best_epoch == 0 and loaded.early_stopping["bad_epochs"] == 1
+    assert TrainState(history=[{"epoch": 1, "val_loss": 0.5}]).base is None  # resumed past an unscored base
+
+
 def test_trainer_is_importable_from_the_package():
     from teacherkit.training import TeacherTrainer
     from teacherkit.training.trainer import TeacherTrainer as same
