@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -186,11 +187,21 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _quiet_transformers() -> None:
+def _quiet_transformers() -> Callable[[], None]:
+    """Silence transformers' logs and progress bars for one invocation; returns the undo
+    (``run`` is also called in-process, where the caller's settings must survive it)."""
     from transformers.utils import logging as hf_logging
 
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+    def restore() -> None:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+    return restore
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -202,8 +213,8 @@ def run(argv: list[str] | None = None) -> int:
     # our own progress display is enough; library download/loading bars only add noise
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    if "transformers" in sys.modules:  # already imported (the Python API, tests): the variables come too late
-        _quiet_transformers()
+    # already imported (the Python API, tests): the variables above come too late for it
+    restore_transformers = _quiet_transformers() if "transformers" in sys.modules else None
     import warnings
 
     # transformers 5 deprecation chatter from inside peft/transformers, not actionable by users
@@ -212,6 +223,8 @@ def run(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     finally:
+        if restore_transformers is not None:
+            restore_transformers()
         # --allow-outside-images lasts for this invocation only (run() is also called in-process)
         for key in set(os.environ) - set(saved_env):
             if key.startswith("TEACHERKIT_"):

@@ -164,8 +164,9 @@ def _sample_of(image: Any) -> dict[str, Any]:
 def create_preprocessor_from_models(models: Sequence[str], config: RootConfig | None = None, *,
                                     dataset_info: DatasetInfo | None = None,
                                     host: PluginHost | None = None) -> MultiPreprocessor:
-    """Build each named teacher (its config section, default: ``tiny`` bases) and its
-    preprocessor, through the same hooks training uses."""
+    """Build each named teacher (its section of ``config``, default: the resolved default
+    config, whose bases are the real pretrained models) and its preprocessor, through the
+    same hooks training uses."""
     host = _host(host)
     config = config if config is not None else generate_config(host=host)
     info = dataset_info if dataset_info is not None else _ONE_CLASS
