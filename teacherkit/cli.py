@@ -188,18 +188,30 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _quiet_transformers() -> Callable[[], None]:
-    """Silence transformers' logs and progress bars for one invocation; returns the undo
-    (``run`` is also called in-process, where the caller's settings must survive it)."""
-    from transformers.utils import logging as hf_logging
+    """Silence transformers' logs and the Hugging Face progress bars for one invocation;
+    returns the undo (``run`` is also called in-process, where the caller's settings must
+    survive it). Only what is already imported is touched: what is imported later reads
+    the environment variables ``run`` sets."""
+    undo: list[Callable[[], None]] = []
+    if "huggingface_hub" in sys.modules:  # transformers copies its bar switch when imported
+        from huggingface_hub import utils as hub_utils
 
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+        if not hub_utils.are_progress_bars_disabled():
+            hub_utils.disable_progress_bars()
+            undo.append(hub_utils.enable_progress_bars)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        undo.append(lambda: hf_logging.set_verbosity(verbosity))
+        if bars:
+            undo.append(hf_logging.enable_progress_bar)
 
     def restore() -> None:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
+        for step in reversed(undo):
+            step()
 
     return restore
 
@@ -214,7 +226,7 @@ def run(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # already imported (the Python API, tests): the variables above come too late for it
-    restore_transformers = _quiet_transformers() if "transformers" in sys.modules else None
+    restore_transformers = _quiet_transformers()
     import warnings
 
     # transformers 5 deprecation chatter from inside peft/transformers, not actionable by users
@@ -223,8 +235,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     finally:
-        if restore_transformers is not None:
-            restore_transformers()
+        restore_transformers()
         # --allow-outside-images lasts for this invocation only (run() is also called in-process)
         for key in set(os.environ) - set(saved_env):
             if key.startswith("TEACHERKIT_"):

@@ -48,7 +48,12 @@ def test_quickstart_commands_train_lora_and_compare_with_the_shipped_base(tmp_pa
     for name, metric in (("grounding_dino", "bbox_AP"), ("sam", "mIoU")):
         entry = result["teachers"][name]
         assert set(entry) == {"data", "reference"}
-        assert entry["data"]["base"][metric] != entry["data"]["tuned"][metric]  # the adapter changed something
+        base, tuned = entry["data"]["base"], entry["data"]["tuned"]
+        if meta["teachers"][name].get("base_kept"):
+            # no epoch beat the base on this small val subset: the run kept the base, and says so
+            assert meta["teachers"][name]["best_epoch"] == 0 and base[metric] == tuned[metric]
+        else:  # the adapter changed something: some metric of the tuned model differs from the base's
+            assert any(base[k] != tuned[k] for k in base if isinstance(base[k], float)), (name, base, tuned)
         assert entry["reference"]["base"][metric] > entry["data"]["base"][metric]  # the base knows A best
     # "base" is the shipped model itself: the same score as loading examples/pretrained directly.
     # (The gain needs the full schedule; examples/quality.py measures it.)

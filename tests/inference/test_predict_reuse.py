@@ -79,6 +79,13 @@ def test_another_adapter_scale_reloads_and_unload_forgets(tiny_experiment):
 
 
 def test_quiet_false_keeps_the_library_output(tiny_experiment, capfd):
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    # the libraries' own defaults, whatever an earlier in-process CLI run of this worker left
+    hub_utils.enable_progress_bars()
+    hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity_warning()
     exp = load_experiment(tiny_experiment["path"], device="cpu", quiet=False)
     capfd.readouterr()
     exp.predict(tiny_experiment["test"].parent / "img_0000.png")
