@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,8 +177,10 @@ def resolve_train_config(model: Any, *, training: dict[str, Any], lora_r: int | 
     names = [name for name in model.model_fields["teachers"].annotation.model_fields
              if getattr(config.teacher(name), "finetune", None) == "lora" and hasattr(config.teacher(name), "lora")]
     if not names:
-        typer.echo("warning: --lora-r: no teacher fine-tunes with LoRA in this config; the flag changes nothing",
-                   err=True)
+        # print, not typer.echo: click caches the stderr stream it first saw, which in-process
+        # callers (tests, the Python API) may have replaced since
+        print("warning: --lora-r: no teacher fine-tunes with LoRA in this config; the flag changes nothing",
+              file=sys.stderr, flush=True)
         return config
     teachers = cli.setdefault("teachers", {})
     for name in names:
