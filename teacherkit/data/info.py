@@ -53,3 +53,9 @@ class DatasetInfo:
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["class_mapping"] = {int(k): int(v) for k, v in kwargs.get("class_mapping", {}).items()}
         return cls(**kwargs)
+
+
+def category_key(name: str) -> str:
+    """How category names are compared across files (case and spacing ignored: the names
+    are the teachers' text prompts). Replay and ``evaluate`` match categories by it."""
+    return " ".join(str(name).split()).casefold()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from teacherkit.data.info import category_key as category_key  # re-exported
 from teacherkit.errors import DataError
 from teacherkit.evaluation.coco_metrics import STAT_NAMES
 
@@ -68,10 +69,6 @@ def predictions_for(loaded: Any, coco: Any, images_dir: Path, info: Any, batch_s
     return out
 
 
-def category_key(name: str) -> str:
-    """How category names are compared (case and spacing ignored, as ``teacherkit validate``
-    and replay compare them: the names are the teachers' text prompts)."""
-    return " ".join(str(name).split()).casefold()
 
 
 def match_categories(experiment_info: Any, coco: Any, path: Path) -> dict[int, int]:

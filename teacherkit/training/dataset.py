@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from teacherkit.data.info import category_key
 from teacherkit.data.samples import SampleDataset, move_to_device, read_image, sample_seed
 from teacherkit.errors import DataError
 from teacherkit.types import Sample
@@ -30,10 +31,6 @@ CocoTrainDataset = SampleDataset
 REPLAY_STREAM = 0x5245504C  # "REPL"
 
 
-def _name_key(name: str) -> str:
-    return " ".join(str(name).split()).casefold()
-
-
 def replay_category_map(replay: Any, replay_path: Path, train_categories: list[Any],
                         train_path: Path) -> dict[int, int]:
     """Replay category id → training category id, matched by name (case and spacing
@@ -46,12 +43,12 @@ def replay_category_map(replay: Any, replay_path: Path, train_categories: list[A
     """
     by_name: dict[str, int] = {}
     for cat in train_categories:
-        by_name.setdefault(_name_key(cat.name), cat.id)
+        by_name.setdefault(category_key(cat.name), cat.id)
     used = {ann.category_id for ann in replay.annotations}
     mapping: dict[int, int] = {}
     for cat in replay.categories:
-        if _name_key(cat.name) in by_name:
-            mapping[cat.id] = by_name[_name_key(cat.name)]
+        if category_key(cat.name) in by_name:
+            mapping[cat.id] = by_name[category_key(cat.name)]
         elif cat.id in used:
             names = ", ".join(repr(c.name) for c in train_categories)
             raise DataError(
