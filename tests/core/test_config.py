@@ -228,10 +228,14 @@ def test_lora_r_applies_only_to_teachers_that_fine_tune_with_lora(model, tmp_pat
     assert cfg.teachers.sam.lora.r == 2 and cfg.teachers.grounding_dino.lora.r == 4
 
 
-def test_lora_r_with_no_lora_teacher_says_so(model, capfd):
+def test_lora_r_with_no_lora_teacher_says_so(model, capfd, tmp_path):
+    # every installed teacher (an installed third-party plugin's too) set to full fine-tuning
+    names = list(model.model_fields["teachers"].annotation.model_fields)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("teachers:\n" + "".join(f"  {n}:\n    finetune: full\n" for n in names))
     # capfd, not capsys: click may hold on to the stderr stream of an earlier test in the
     # same worker process, and capfd sees what reaches file descriptor 2 either way
-    cfg = _train_config(model, lora_r=4, preset="tiny")
+    cfg = _train_config(model, lora_r=4, config_file=cfg_file)
     assert all(cfg.teacher(n).lora.r == 16 for n in ("sam", "grounding_dino"))
     assert "--lora-r: no teacher fine-tunes with LoRA" in capfd.readouterr().err
 
