@@ -8,6 +8,8 @@ same moment cannot both get it; the one that loses the race takes the next numbe
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 #: The first run of a command; later ones add a number from 2.
@@ -56,3 +58,39 @@ def next_run_dir(command: str, root: str | Path = "runs", *, attempts: int = 100
             continue
         return candidate
     raise FileExistsError(f"{parent}: no free run folder after {attempts} tries")
+
+
+def several_processes() -> bool:
+    """True under ``torchrun`` / ``accelerate launch`` with more than one process: each one
+    would take its own run folder, so a shared ``--output`` is needed there."""
+    import os
+
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+@contextmanager
+def output_or_run_dir(output: Path | None, command: str, *, file_name: str | None = None,
+                      root: str | Path = "runs") -> Iterator[Path]:
+    """``output`` when given; else a new ``runs/<command>/exp<N>`` folder (``/file_name``
+    inside it for commands that write one file). A new folder that the command leaves empty
+    (it refused or failed before writing) is removed again, so failures do not use up numbers.
+
+    :raises TeacherkitError: ``output`` is omitted under several processes.
+    """
+    if output is not None:
+        yield Path(output)
+        return
+    if several_processes():
+        from teacherkit.errors import TeacherkitError
+
+        raise TeacherkitError(f"--output is needed when '{command}' runs in several processes "
+                              "(each would otherwise take a run folder of its own)")
+    folder = next_run_dir(command, root)
+    try:
+        yield folder / file_name if file_name else folder
+    finally:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

@@ -23,7 +23,8 @@ def check_fraction(flag: str, value: float | None, *, zero_allowed: bool = True)
 def label_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of images to label (searched recursively).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="COCO JSON to write.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="COCO JSON to write (default: runs/label/exp<N>/labels.json).")] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Comma-separated class names to keep.")] = None,
     box_threshold: Annotated[float | None, typer.Option("--box-threshold", help="Minimum box score.")] = None,
     text_threshold: Annotated[float | None, typer.Option("--text-threshold", help="Minimum phrase score.")] = None,
@@ -42,17 +43,22 @@ def label_command(
     from teacherkit.cli import get_host
     from teacherkit.inference.experiment import Experiment
     from teacherkit.inference.label import check_label_output, label_images
+    from teacherkit.run_folders import output_or_run_dir
 
     check_fraction("--box-threshold", box_threshold)
     check_fraction("--text-threshold", text_threshold)
     check_fraction("--nms", nms, zero_allowed=False)
-    check_label_output(output, overwrite=overwrite, resume=resume)  # again in label_images; here before loading
+    if output is None and (resume or overwrite):
+        raise TeacherkitError(f"--{'resume' if resume else 'overwrite'} needs --output: the file to "
+                              f"{'continue' if resume else 'replace'}")
+    if output is not None:
+        check_label_output(output, overwrite=overwrite, resume=resume)  # again in label_images; here before loading
     exp = Experiment(experiment, host=get_host(), device=device)
     overrides: dict[str, Any] = {k: v for k, v in {"box_threshold": box_threshold, "text_threshold": text_threshold,
                                                    "nms_iou": nms}.items() if v is not None}
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    with _progress(quiet) as update:
-        report = label_images(exp, images, output, classes=names, overrides=overrides, batch_size=batch_size,
+    with output_or_run_dir(output, "label", file_name="labels.json") as target, _progress(quiet) as update:
+        report = label_images(exp, images, target, classes=names, overrides=overrides, batch_size=batch_size,
                               resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update)
     for file_name, reason in report.skipped:
         typer.echo(f"warning: skipped {file_name}: {reason}", err=True)
@@ -91,7 +97,8 @@ class _progress:
 
 def export_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write, one sub-folder per teacher.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Folder to write, one sub-folder per teacher (default: runs/export/exp<N>).")] = None,
     merge: Annotated[
         bool, typer.Option("--merge", help="Merge LoRA into full models loadable by from_pretrained.")
     ] = False,
@@ -103,11 +110,17 @@ def export_command(
     from teacherkit.errors import check_output_dir
     from teacherkit.inference.experiment import Experiment
     from teacherkit.inference.export import export_experiment
+    from teacherkit.run_folders import output_or_run_dir
 
-    check_output_dir(output, "--output")
+    if output is None and overwrite:
+        raise TeacherkitError("--overwrite needs --output: the folder to replace")
+    if output is not None:
+        check_output_dir(output, "--output")
     exp = Experiment(experiment, host=get_host(), device="cpu")
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    for name, path in export_experiment(exp, output, merge=merge, overwrite=overwrite, teachers=names).items():
+    with output_or_run_dir(output, "export") as target:
+        written = export_experiment(exp, target, merge=merge, overwrite=overwrite, teachers=names)
+    for name, path in written.items():
         typer.echo(f"{name}: {'merged model' if merge else 'adapter bundle'} -> {path}")
 
 

@@ -27,7 +27,8 @@ _ScaleLr = Annotated[bool, typer.Option("--scale-lr", help="Scale --lr linearly 
 
 def train_command(
     data: Annotated[Path, typer.Option("--data", help="Training COCO JSON.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Experiment folder to create.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Experiment folder to create (default: a new runs/train/exp<N>).")] = None,
     val: Annotated[Path | None, typer.Option("--val", help="Validation COCO JSON, evaluated every epoch.")] = None,
     images: _Images = None,
     val_images: Annotated[
@@ -64,6 +65,9 @@ def train_command(
 
     if resume and overwrite:
         fail("--resume and --overwrite cannot be combined")
+    if output is None and (resume or overwrite):
+        fail(f"--{'resume' if resume else 'overwrite'} needs --output: the experiment folder to "
+             f"{'continue' if resume else 'replace'}")
     size = batch_size_flag(batch_size)
     check_flag_ranges({"--epochs": epochs, "--batch-size": size if size != "auto" else None, "--lr": lr,
                        "--num-workers": num_workers, "--seed": seed, "--replay-fraction": replay_fraction,
@@ -82,8 +86,11 @@ def train_command(
     for path, flag in ((data, "--data"), (val, "--val"), (replay, "--replay")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
-    _run(data, val, images, output, config, val_images=val_images, resume=resume, overwrite=overwrite,
-         quiet=quiet, host=host, models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+    from teacherkit.run_folders import output_or_run_dir
+
+    with output_or_run_dir(output, "train") as folder:
+        _run(data, val, images, folder, config, val_images=val_images, resume=resume, overwrite=overwrite,
+             quiet=quiet, host=host, models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
 
 
 def check_resumed_flags(model: Any, output: Path, layers: dict[str, Any]) -> None:

@@ -84,3 +84,34 @@ def test_a_command_that_is_not_a_plain_name_is_refused(tmp_path, bad):
 
 def test_run_dir_names():
     assert [run_dir_name(n) for n in (1, 2, 10)] == ["exp", "exp2", "exp10"]
+
+
+def test_output_or_run_dir_keeps_a_given_output_and_makes_nothing(tmp_path):
+    from teacherkit.run_folders import output_or_run_dir
+
+    with output_or_run_dir(tmp_path / "mine", "train", root=tmp_path / "runs") as out:
+        assert out == tmp_path / "mine"
+    assert not (tmp_path / "runs").exists() and not out.exists()
+
+
+def test_output_or_run_dir_removes_a_new_folder_left_empty_and_keeps_a_written_one(tmp_path):
+    from teacherkit.run_folders import output_or_run_dir
+
+    root = tmp_path / "runs"
+    with pytest.raises(RuntimeError), output_or_run_dir(None, "label", file_name="labels.json", root=root) as out:
+        assert out == root / "label" / "exp" / "labels.json" and out.parent.is_dir()
+        raise RuntimeError("refused before writing")
+    assert not (root / "label" / "exp").exists()
+    with output_or_run_dir(None, "label", file_name="labels.json", root=root) as out:
+        out.write_text("{}")
+    assert out == root / "label" / "exp" / "labels.json" and out.is_file()
+
+
+def test_output_or_run_dir_needs_an_output_under_several_processes(tmp_path, monkeypatch):
+    from teacherkit.errors import TeacherkitError
+    from teacherkit.run_folders import output_or_run_dir
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TeacherkitError, match="--output is needed"), output_or_run_dir(None, "train", root=tmp_path):
+        pass
+    assert not (tmp_path / "train").exists()

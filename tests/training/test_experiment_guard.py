@@ -248,3 +248,24 @@ def test_warnings_are_summed_up_in_one_line_and_training_goes_on(cli, kp_data, t
     assert cli("train", "--data", warned, "--val", kp_data[1], "--output", tmp_path / "exp", *FLAGS) == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if "category.unused" in line]
     assert len(lines) == 1 and "warning" in lines[0]
+
+
+# -- runs/train/exp<N> when --output is omitted ------------------------------------------------
+
+
+def test_without_output_runs_go_to_numbered_run_folders(cli, kp_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--data", kp_data[0], "--val", kp_data[1], *(f for f in FLAGS if f != "--quiet")]
+    assert cli(*base) == 0
+    assert cli(*base) == 0  # a second run never overwrites the first
+    for name in ("exp", "exp2"):
+        assert (tmp_path / "runs" / "train" / name / MARKER_FILE).is_file()
+    assert "experiment saved to runs/train/exp2" in capsys.readouterr().out.replace("\n", "")
+
+
+def test_without_output_a_refused_run_leaves_no_run_folder(cli, kp_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli("train", "--data", kp_data[0], "--val", kp_data[1], *FLAGS, "--models", "nope") == 2
+    assert not list((tmp_path / "runs" / "train").iterdir())
+    assert cli("train", "--data", kp_data[0], *FLAGS, "--resume") == 2
+    assert "--resume needs --output" in capsys.readouterr().err
