@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from teacherkit.training.stopping import TrainingAborted
-from teacherkit.training.tracking import TensorBoardLog, scalar_items, write_results
+from teacherkit.training.tracking import DEFAULT_TRACKERS, TrackerLog, scalar_items, write_results
 from teacherkit.training.validation import validate
 
 if TYPE_CHECKING:
@@ -159,15 +159,18 @@ class CheckpointHook(Hook):
 
 
 class LoggingHook(Hook):
-    """TensorBoard scalars and images, ``results.csv``/``results.png`` and the console's
-    epoch rows.
+    """Scalars and images to the trackers (``training.trackers``: TensorBoard by default),
+    ``results.csv``/``results.png`` and the console's epoch rows.
 
-    The writer is opened when the hook is built, before ``--resume`` restores the RNG
-    states: opening it (importing tensorboard) draws random numbers, which after the
-    restore would shift the resumed run away from the uninterrupted one."""
+    The trackers start when the hook is built, before ``--resume`` restores the RNG
+    states: starting one (importing tensorboard) draws random numbers, which after the
+    restore would shift the resumed run away from the uninterrupted one.
 
-    def __init__(self, log_dir: Path | None) -> None:
-        self.tb = TensorBoardLog(log_dir)
+    :param hyperparameters: recorded by the trackers that keep them (MLflow, wandb, aim)."""
+
+    def __init__(self, log_dir: Path | None, trackers: tuple[str, ...] = DEFAULT_TRACKERS,
+                 hyperparameters: dict[str, Any] | None = None) -> None:
+        self.tb = TrackerLog(log_dir, trackers, config=hyperparameters)
 
     def after_step(self, loop: TeacherLoop, values: dict[str, float]) -> None:
         step = loop.state.step

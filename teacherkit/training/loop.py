@@ -120,8 +120,10 @@ class TeacherLoop:
         self.state = TrainState()
         self.checkpoints = CheckpointHook(layout)
         # order matters: score the epoch, decide best/stop, save, then report what was saved
+        logging = LoggingHook(layout.logs if accelerator.is_main_process else None, settings.trackers,
+                              hyperparameters=settings.hyperparameters())
         self.hooks: list[Hook] = [EvaluationHook(val_set, evaluate), EarlyStoppingHook(), self.checkpoints,
-                                  LoggingHook(layout.logs if accelerator.is_main_process else None), *extra_hooks]
+                                  logging, *extra_hooks]
         self.resumed = self.improved = self.stop_training = False
         self.partial = PartialEpoch()
         self.consecutive_bad = 0

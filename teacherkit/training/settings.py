@@ -82,3 +82,10 @@ class LoopSettings:
             patience=checkpointing.patience,
             min_delta=checkpointing.min_delta,
         )
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """What trackers that keep hyperparameters record: every setting but the trackers
+        themselves (a tuple), ``None``s left out (MLflow keeps strings; "None" says nothing)."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k != "trackers" and v is not None}

@@ -133,3 +133,32 @@ def test_a_tracker_that_cannot_start_is_a_trackers_error(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses a file store without it
     with pytest.raises(TrackerError, match="training.trackers: mlflow could not start: MlflowException"):
         TrackerLog(tmp_path / "exp" / "logs" / "sam", ["tensorboard", "mlflow"])
+
+
+def test_train_logs_to_the_trackers_the_config_names(kp_host, kp_data, tmp_path, monkeypatch):
+    """End to end: ``training.trackers: [tensorboard, mlflow]`` reaches the training loop,
+    and each teacher's run gets its scalars and its settings."""
+    pytest.importorskip("mlflow", reason="mlflow is not installed (pip install mlflow-skinny)")
+    from mlflow.tracking import MlflowClient
+
+    from teacherkit.cli import run
+    from teacherkit.plugins import set_current_host
+
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    set_current_host(kp_host)
+    try:
+        code = run(["train", "--data", str(kp_data[0]), "--val", str(kp_data[1]), "--output", str(tmp_path / "exp"),
+                    "--epochs", "2", "--batch-size", "4", "--num-workers", "0", "--quiet",
+                    "--set", "training.lr=0.01", "--set", "training.trackers=[tensorboard, mlflow]"])
+    finally:
+        set_current_host(None)
+    assert code == 0
+    client = MlflowClient(tracking_uri=store.as_uri())
+    (mlrun,) = client.search_runs([client.get_experiment_by_name("exp").experiment_id])
+    assert mlrun.info.run_name == "keypoint_centroid"
+    assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "val/centroid_error_px")] == [0, 1, 2]
+    assert mlrun.data.params["epochs"] == "2" and mlrun.data.params["lr"] == "0.01"
+    assert _events(tmp_path / "exp" / "logs" / "keypoint_centroid").Scalars("val/centroid_error_px")
