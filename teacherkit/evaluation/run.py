@@ -186,13 +186,27 @@ def recorded_data(experiment: Any) -> tuple[str, Path, Path | None]:
         entry = data.get(split)
         if isinstance(entry, dict) and entry.get("path"):
             path = Path(entry["path"])
+            if not path.is_file() and entry.get("absolute"):  # training ran in another folder
+                path = Path(entry["absolute"])
             if not path.is_file():
-                raise DataError(f"{where}: the recorded {split} file {path} is not found from {Path.cwd()}; "
-                                f"give --data")
+                raise DataError(f"{where}: the recorded {split} file {entry['path']} is not found from "
+                                f"{Path.cwd()}; give --data")
             images = entry.get("images")
             return split, path, Path(images) if images else None
     raise DataError(f"{where}: the experiment records no validation or test file (trained without --val); "
                     f"give --data")
+
+
+def base_kept_teachers(experiment: Any) -> set[str]:
+    """Teachers whose training kept the base model as best (``base_kept`` in
+    ``metadata.json``); an unreadable file names none (the scores still stand)."""
+    import json
+
+    try:
+        teachers = json.loads(experiment.layout.metadata.read_text(encoding="utf-8")).get("teachers") or {}
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {name for name, entry in teachers.items() if isinstance(entry, dict) and entry.get("base_kept")}
 
 
 def _load_sets(experiment: Any, sets: dict[str, tuple[Path, Path]],
@@ -262,9 +276,14 @@ def evaluate_experiment(
     loaded_sets = _load_sets(experiment, sets, tell)
     result: dict[str, Any] = {"experiment": str(experiment.path), "adapter_scale": adapter_scale,
                               "data": str(data), "reference": str(reference) if reference else None, "teachers": {}}
+    kept = base_kept_teachers(experiment)
     for name in names:
         spec = experiment.host.teacher(name)
         entry: dict[str, Any] = {}
+        if name in kept:
+            entry["base_kept"] = True
+            tell(f"{name}: no trained epoch beat the base on val, so training kept the base: 'tuned' predicts "
+                 "as the base does")
         for variant, kwargs in (("base", {"adapter": False}), ("tuned", {"adapter_scale": adapter_scale})):
             loaded = experiment.teacher(name, **kwargs)
             for key, (coco, folder) in loaded_sets.items():

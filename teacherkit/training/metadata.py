@@ -51,14 +51,23 @@ def device_name(device: Any) -> str:
 
 
 def data_section(train_path: Path, val_path: Path | None, replay: Any, info: Any,
-                 fingerprints: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """What the run trained and scored on: paths, fingerprints (``fingerprints`` when the
-    caller has them already), sizes, classes, kinds."""
+                 fingerprints: dict[str, str | None] | None = None,
+                 images: dict[str, Path | None] | None = None) -> dict[str, Any]:
+    """What the run trained and scored on: paths (as given, and absolute, so ``evaluate``
+    finds them from another folder), image folders (``images``, per split), fingerprints
+    (``fingerprints`` when the caller has them already), sizes, classes, kinds."""
     fp = fingerprints or {"train": file_fingerprint(train_path),
                           "val": file_fingerprint(val_path) if val_path else None}
+    folders = images or {}
+
+    def entry(split: str, path: Path) -> dict[str, Any]:
+        folder = folders.get(split)
+        return {"path": str(path), "absolute": str(Path(path).resolve()), "fingerprint": fp[split],
+                "images": str(Path(folder).resolve()) if folder else None}
+
     return {
-        "train": {"path": str(train_path), "fingerprint": fp["train"]},
-        "val": {"path": str(val_path), "fingerprint": fp["val"]} if val_path else None,
+        "train": entry("train", train_path),
+        "val": entry("val", val_path) if val_path else None,
         "replay": replay.metadata() if replay is not None else None,
         "num_images": info.num_images, "num_annotations": info.num_annotations,
         "classes": info.class_names, "annotation_kinds": info.annotation_kinds,

@@ -255,7 +255,8 @@ class TeacherTrainer:
                         section: dict[str, Any]) -> None:
         write_metadata(self.layout.metadata, host=self.host, accelerator=accelerator, started=started,
                        status=status, teachers=section, selection=None if self.resume else self.selection,
-                       data=data_section(self.train_path, self.val_path, self.replay, info, self.fingerprints))
+                       data=data_section(self.train_path, self.val_path, self.replay, info, self.fingerprints,
+                                         images={"train": self.image_dir, "val": self.val_image_dir}))
 
     # -- one teacher ---------------------------------------------------------------------------
     def _train_teacher(self, spec: Any, info: Any, train_coco: Any, val_coco: Any, accelerator: Any,

@@ -82,6 +82,11 @@ def test_no_epoch_beats_the_base_so_it_is_kept(tiny_coco, tmp_path, capsys):
     kept = predictions_for(experiment.teacher("grounding_dino"), coco, images, experiment.info)
     base = predictions_for(experiment.teacher("grounding_dino", adapter=False), coco, images, experiment.info)
     assert kept and kept == base
+    # evaluate says so too, and records it for the report
+    assert run(["evaluate", str(out), "--data", str(val), "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert "grounding_dino: no trained epoch beat the base on val, so training kept the base" in captured.err
+    assert json.loads(captured.out)["teachers"]["grounding_dino"]["base_kept"] is True
 
 
 @pytest.mark.slow
