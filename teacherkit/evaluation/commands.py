@@ -47,6 +47,7 @@ def evaluate_command(
     from teacherkit.cli import fail, get_host
     from teacherkit.evaluation.run import evaluate_experiment, recorded_data
     from teacherkit.inference.experiment import Experiment
+    from teacherkit.reporting.report import EVALUATION_PICTURES
 
     for path, flag in ((data, "--data"), (reference, "--reference")):
         if path is not None and not path.is_file():
@@ -68,8 +69,6 @@ def evaluate_command(
     atomic_write_json(exp.layout.evaluation, result, indent=2)
 
 
-#: Folder of the experiment where evaluate's prediction grids go (one folder per teacher).
-EVALUATION_PICTURES = "evaluation"
 
 
 def _notice(line: str) -> None:

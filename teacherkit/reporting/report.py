@@ -21,6 +21,8 @@ from teacherkit.reporting.results import read_results_csv
 HEADLINE = ("bbox_AP", "bbox_AP50", "bbox_AP75", "mIoU", "mDice", "segm_AP", "segm_AP50", "val_loss", "train_loss")
 #: Where ``teacherkit evaluate --json`` output is looked for when no file is named.
 EVALUATION_FILE = "evaluation.json"
+#: Folder where ``teacherkit evaluate`` draws its base and tuned grids, one sub-folder per teacher.
+EVALUATION_PICTURES = "evaluation"
 UNKNOWN = "unknown"
 
 
@@ -172,14 +174,24 @@ def teacher_section(layout: ExperimentLayout, name: str, meta: dict[str, Any],
     pictures = "".join(h.figure(paths.curve(c), c.replace("_", " ")) for c in CURVE_PICTURES)
     if pictures:
         parts.append(f"<h3>Curves</h3>{pictures}")
-    grids = ""
-    for tag in GRID_TAGS:
-        grid_info = read_json(paths.grid_info(tag)) or {}
-        epoch = f" (epoch {grid_info['epoch']})" if grid_info.get("epoch") is not None else ""
-        grids += h.figure(paths.grid(tag), f"{tag}{epoch}: ground truth | predictions")
+    grids = prediction_figures(paths, GRID_TAGS, "on val")
     if grids:
         parts.append(f"<h3>Predictions</h3>{grids}")
+    grids = prediction_figures(ReportPaths(layout.root / EVALUATION_PICTURES / name), ("base", "tuned"),
+                               "teacherkit evaluate")
+    if grids:
+        parts.append(f"<h3>Predictions on the evaluated file: base vs tuned</h3>{grids}")
     return "\n".join(parts)
+
+
+def prediction_figures(paths: ReportPaths, tags: tuple[str, ...], source: str) -> str:
+    """The prediction grids of ``tags`` that exist, each captioned with where it comes from."""
+    grids = ""
+    for tag in tags:
+        grid_info = read_json(paths.grid_info(tag)) or {}
+        epoch = f", epoch {grid_info['epoch']}" if grid_info.get("epoch") is not None else ""
+        grids += h.figure(paths.grid(tag), f"{tag} ({source}{epoch}): ground truth | predictions")
+    return grids
 
 
 def build_report(experiment: Path, evaluation: dict[str, Any] | None = None) -> str:

@@ -61,24 +61,20 @@ def train_command(
 ) -> None:
     """Inspect the data, train every teacher it can train, evaluate each epoch, keep the best."""
     from teacherkit.cli import fail, get_host
+    from teacherkit.run_folders import output_or_run_dir
     from teacherkit.training.preflight import check_flag_ranges
 
-    if resume and overwrite:
-        fail("--resume and --overwrite cannot be combined")
-    if output is None and (resume or overwrite):
-        fail(f"--{'resume' if resume else 'overwrite'} needs --output: the experiment folder to "
-             f"{'continue' if resume else 'replace'}")
+    check_output_flags(output, resume=resume, overwrite=overwrite)
     size = batch_size_flag(batch_size)
-    check_flag_ranges({"--epochs": epochs, "--batch-size": size if size != "auto" else None, "--lr": lr,
+    check_flag_ranges({"--epochs": epochs, "--batch-size": None if size == "auto" else size, "--lr": lr,
                        "--num-workers": num_workers, "--seed": seed, "--replay-fraction": replay_fraction,
                        "--lora-r": lora_r})
-    host = get_host()
+    host, config = get_host(), None
     training = _given(epochs=epochs, batch_size=size, lr=lr, device=device, num_workers=num_workers, seed=seed,
                       scale_lr=True if scale_lr else None,
                       replay=_given(data=str(replay) if replay is not None else None, fraction=replay_fraction))
     layers = {"training": training, "lora_r": lora_r, "preset": preset, "config_file": config_file,
               "sets": sets or []}
-    config = None
     if not resume:
         config = resolve_train_config(host.config_model(), **layers)
     elif training or lora_r is not None or sets or config_file or preset:
@@ -86,11 +82,20 @@ def train_command(
     for path, flag in ((data, "--data"), (val, "--val"), (replay, "--replay")):
         if path is not None and not path.is_file():
             fail(f"{flag} {path}: file not found")
-    from teacherkit.run_folders import output_or_run_dir
-
     with output_or_run_dir(output, "train") as folder:
         _run(data, val, images, folder, config, val_images=val_images, resume=resume, overwrite=overwrite,
              quiet=quiet, host=host, models=[m.strip() for m in models.split(",") if m.strip()] if models else None)
+
+
+def check_output_flags(output: Path | None, *, resume: bool, overwrite: bool) -> None:
+    """``--resume`` and ``--overwrite`` exclude each other, and both need ``--output``."""
+    from teacherkit.cli import fail
+
+    if resume and overwrite:
+        fail("--resume and --overwrite cannot be combined")
+    if output is None and (resume or overwrite):
+        fail(f"--{'resume' if resume else 'overwrite'} needs --output: the experiment folder to "
+             f"{'continue' if resume else 'replace'}")
 
 
 def check_resumed_flags(model: Any, output: Path, layers: dict[str, Any]) -> None:

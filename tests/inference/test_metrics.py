@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -203,6 +204,23 @@ def test_without_a_recorded_file_evaluate_asks_for_data(tmp_path):
         recorded_data(SimpleNamespace(layout=SimpleNamespace(metadata=tmp_path / "none.json")))
 
 
+def test_a_relative_recorded_path_falls_back_to_the_absolute_one_from_another_folder(tmp_path, monkeypatch):
+    from teacherkit.evaluation.run import recorded_data
+    from teacherkit.training.metadata import data_section
+
+    (tmp_path / "data").mkdir()
+    val = tmp_path / "data" / "val.json"
+    val.write_text("{}")
+    monkeypatch.chdir(tmp_path)  # training ran here, with relative paths
+    info = SimpleNamespace(num_images=1, num_annotations=0, class_names=[], annotation_kinds=[])
+    section = data_section(Path("data/val.json"), Path("data/val.json"), None, info,
+                           {"train": None, "val": None}, images={"train": None, "val": Path("data")})
+    assert section["val"]["path"] == "data/val.json" and section["val"]["absolute"] == str(val)
+    exp = _experiment_with_metadata(tmp_path / "exp", section)
+    monkeypatch.chdir(tmp_path / "exp")  # evaluate runs somewhere else
+    assert recorded_data(exp) == ("val", val, tmp_path / "data")
+
+
 @pytest.mark.slow
 def test_evaluate_defaults_to_the_recorded_file_and_leaves_what_the_report_shows(tiny_experiment, capsys):
     from teacherkit.cli import run
@@ -223,6 +241,8 @@ def test_evaluate_defaults_to_the_recorded_file_and_leaves_what_the_report_shows
             assert json.loads(paths.grid_info(tag).read_text())["tag"] == tag
     page = build_report(exp)
     assert page.count("gain") >= 2  # base vs tuned, one table per teacher, from evaluation.json
+    for tag in ("base", "tuned"):  # and evaluate's grids, one of each per teacher
+        assert page.count(f"<figcaption>{tag} (teacherkit evaluate): ground truth | predictions") == 2
 
 
 @pytest.mark.slow
