@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     seed = next((line.split(":", 1)[1].strip() for line in config.splitlines() if line.strip().startswith("seed:")),
                 None)
     command = "python scripts/docs_images.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    source = {"experiment": exp.name, "seed": seed, "finished": meta.get("finished") or meta.get("ended"),
+    source = {"experiment": exp.name, "seed": seed, "started": meta.get("started"),
               "versions": meta.get("versions"), "command": command, "pictures": sorted([*PICTURES, "report.png"])}
     (args.output / "source.json").write_text(json.dumps(source, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {len(PICTURES) + 1} pictures to {args.output}")
