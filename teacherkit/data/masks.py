@@ -124,6 +124,21 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int, *, where: s
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
+def segmentation_to_rle(segmentation: Any, height: int, width: int, *, where: str = "segmentation") -> dict[str, Any]:
+    """:func:`segmentation_to_mask` without the pixels: one compressed RLE (bytes counts)
+    for pycocotools' mask functions (``area``, ``iou``), after the same checks.
+
+    :raises SegmentationError: naming ``where``.
+    """
+    check_segmentation(segmentation, height, width, where=where)
+    if isinstance(segmentation, list):
+        segmentation = [poly for poly in segmentation if isinstance(poly, list) and len(poly) >= 6]
+    try:
+        return _to_rle(segmentation, height, width)
+    except (TypeError, ValueError) as exc:
+        raise SegmentationError(f"{where}: cannot decode segmentation: {exc}") from exc
+
+
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     """Decode a compressed RLE (``str`` or ``bytes`` counts) carrying its own size, such
     as a prediction, to an ``(H, W)`` uint8 mask (checked as :func:`segmentation_to_mask`)."""

@@ -38,12 +38,26 @@ def _coco_from_dict(data: dict[str, Any]) -> Any:
     return coco
 
 
-def _evaluate(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], iou_type: str, prefix: str) -> dict[str, Any]:
+def _scorable(gt: dict[str, Any], iou_type: str) -> dict[str, Any]:
+    if iou_type == "segm":  # box-only instances have no mask to compare (pycocotools would fail on them)
+        return dict(gt, annotations=[a for a in gt.get("annotations", []) if a.get("segmentation")])
+    return gt
+
+
+def coco_ground_truth(gt: dict[str, Any], iou_type: str) -> Any:
+    """pycocotools' indexed ``COCO`` of ``gt`` for ``iou_type`` (``"bbox"`` or ``"segm"``),
+    to build once and pass to :func:`bbox_metrics` / :func:`segm_metrics` every epoch
+    (COCOeval only adds to it: the masks it encodes on the first call are reused)."""
+    return _coco_from_dict(_scorable(gt, iou_type))
+
+
+def _evaluate(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], iou_type: str, prefix: str,
+              coco_gt: Any = None) -> dict[str, Any]:
     from pycocotools.cocoeval import COCOeval
 
-    if iou_type == "segm":  # box-only instances have no mask to compare (pycocotools would fail on them)
-        gt = dict(gt, annotations=[a for a in gt.get("annotations", []) if a.get("segmentation")])
-    coco_gt = _coco_from_dict(gt)
+    gt = _scorable(gt, iou_type)
+    if coco_gt is None:
+        coco_gt = _coco_from_dict(gt)
     key = "bbox" if iou_type == "bbox" else "segmentation"
     preds = [p for p in predictions if key in p]
     metrics: dict[str, Any] = {f"{prefix}_{name}": 0.0 for name in STAT_NAMES}
@@ -73,14 +87,17 @@ def _evaluate(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], iou_typ
     return metrics
 
 
-def bbox_metrics(gt: dict[str, Any], detections: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def bbox_metrics(gt: dict[str, Any], detections: Sequence[dict[str, Any]], *, coco_gt: Any = None) -> dict[str, Any]:
     """COCO box metrics of ``detections`` (``image_id, category_id, bbox [x,y,w,h], score``)
     against the ground-truth COCO dict ``gt``. Keys: ``bbox_AP``, ``bbox_AP50``, ...,
     ``bbox_per_class_AP`` (class name → AP, ``None`` for a class without ground truth,
-    where AP is undefined). With no detections every defined AP is 0."""
-    return _evaluate(gt, detections, "bbox", "bbox")
+    where AP is undefined). With no detections every defined AP is 0.
+
+    :param coco_gt: ``coco_ground_truth(gt, "bbox")``, built once for many calls."""
+    return _evaluate(gt, detections, "bbox", "bbox", coco_gt)
 
 
-def segm_metrics(gt: dict[str, Any], predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """COCO mask metrics of predictions carrying ``segmentation`` (RLE) and ``score``."""
-    return _evaluate(gt, predictions, "segm", "segm")
+def segm_metrics(gt: dict[str, Any], predictions: Sequence[dict[str, Any]], *, coco_gt: Any = None) -> dict[str, Any]:
+    """COCO mask metrics of predictions carrying ``segmentation`` (RLE) and ``score``
+    (``coco_gt``: ``coco_ground_truth(gt, "segm")``, built once for many calls)."""
+    return _evaluate(gt, predictions, "segm", "segm", coco_gt)

@@ -17,33 +17,63 @@ class NothingToScoreError(DataError):
     """The evaluation file has no images or no annotations: every metric would be undefined."""
 
 
-def metrics_for(teacher: Any, gt: dict[str, Any], predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+class GroundTruth:
+    """A ground-truth COCO dict with the indexes its metrics need, each built on first use
+    and kept: training scores the same validation file every epoch."""
+
+    def __init__(self, gt: dict[str, Any]) -> None:
+        self.data = gt
+        self._built: dict[str, Any] = {}
+
+    def _get(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
+
+    def coco(self, iou_type: str) -> Any:
+        from teacherkit.evaluation.coco_metrics import coco_ground_truth
+
+        return self._get(iou_type, lambda: coco_ground_truth(self.data, iou_type))
+
+    def masks(self) -> Any:
+        from teacherkit.evaluation.mask_metrics import MaskTruth
+
+        return self._get("masks", lambda: MaskTruth(self.data))
+
+
+def metrics_for(teacher: Any, gt: dict[str, Any] | GroundTruth,
+                predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The metrics of ``predictions`` against the COCO dict ``gt``.
 
     :param teacher: a :class:`~teacherkit.teachers.TeacherSpec` (its own ``metric`` when it
         declares one, else the built-in metric of its ``evaluation`` kind) or an evaluation
         kind (``"bbox"``, ``"prompted_mask"``, ``"none"``).
+    :param gt: the COCO dict, or its :class:`GroundTruth` (indexes built once, reused).
     :returns: ``{}`` for a teacher that is not scored.
     """
     from teacherkit.evaluation import bbox_metrics, prompted_mask_metrics, segm_metrics
 
+    truth = gt if isinstance(gt, GroundTruth) else GroundTruth(gt)
     metric = getattr(teacher, "metric", None)
     if metric is not None:
-        return dict(metric(gt, predictions))
+        return dict(metric(truth.data, predictions))
     kind = teacher if isinstance(teacher, str) else teacher.evaluation
     if kind == "bbox":
-        return bbox_metrics(gt, predictions)
+        return bbox_metrics(truth.data, predictions, coco_gt=truth.coco("bbox"))
     if kind == "prompted_mask":
-        return {**prompted_mask_metrics(gt, predictions), **segm_metrics(gt, predictions)}
+        return {**prompted_mask_metrics(truth.masks(), predictions),
+                **segm_metrics(truth.data, predictions, coco_gt=truth.coco("segm"))}
     return {}
 
 
 def evaluator(teacher: Any, gt: dict[str, Any]) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     """``evaluate(predictions) -> metrics`` of ``teacher`` on ``gt`` (see :func:`metrics_for`),
-    the shape the training loop calls once per epoch."""
+    the shape the training loop calls once per epoch; the ground truth's indexes are built
+    on the first call and reused by the next ones."""
+    truth = GroundTruth(gt)
 
     def evaluate(predictions: list[dict[str, Any]]) -> dict[str, Any]:
-        return metrics_for(teacher, gt, predictions)
+        return metrics_for(teacher, truth, predictions)
 
     return evaluate
 

@@ -94,3 +94,13 @@ def test_cli_startup_prints_every_command_next_to_the_interpreter(tmp_path: Path
     data = json.loads(out.read_text())
     assert set(data["median_seconds"]) == {line.split("  ")[0].strip() for line in done.stdout.splitlines()[1:]}
     assert data["machine"]["python"] and data["command"].endswith("--json " + str(out))
+
+
+def test_eval_metrics_prints_both_ways_and_writes_its_record(tmp_path: Path) -> None:
+    out = tmp_path / "em.json"
+    done = _run("eval_metrics.py", "--images", "4", "--per-image", "2", "--size", "96x128", "--epochs", "2",
+                "--json-out", str(out), tmp_path=tmp_path)
+    assert len(re.findall(r"^epoch \d: plain .* teacherkit .* faster", done.stdout, flags=re.M)) == 2
+    record = json.loads(out.read_text())
+    assert [r["epoch"] for r in record["rows"]] == [1, 2] and record["machine"]["cpus"] >= 1
+    assert all(r["plain_cpu_s"] >= 0 and r["teacherkit_cpu_s"] >= 0 for r in record["rows"])
