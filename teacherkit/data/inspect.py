@@ -12,8 +12,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from teacherkit.data.coco import CocoDataset, load_coco
+import msgspec
+
+from teacherkit.data.coco import CocoCategory, CocoDataset, CocoImage, Segmentation
 from teacherkit.data.info import DatasetInfo
+from teacherkit.data.jsonbytes import UTF8_BOM, describe_decode_error, position, read_bytes, utf8_error_offset
+from teacherkit.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from teacherkit.plugins import PluginHost
@@ -27,6 +31,88 @@ def _host(host: PluginHost | None) -> PluginHost:
     return get_plugin_manager()
 
 
+_NULL = msgspec.Raw(b"null")
+_SEGMENTATION = msgspec.json.Decoder(Segmentation | None, strict=False)
+_KEYPOINTS = msgspec.json.Decoder(list[float] | None, strict=False)
+
+
+class LazyAnnotation(msgspec.Struct, gc=False):  # never in a cycle: keep millions off the GC's lists
+    """An annotation as inspection reads it: the fields of
+    :class:`~teacherkit.data.coco.CocoAnnotation`, but ``segmentation`` and ``keypoints``
+    stay JSON bytes until asked for (inspection needs kinds and counts, not geometry:
+    a train2017 file's polygons as Python floats take gigabytes)."""
+
+    id: int
+    image_id: int
+    category_id: int
+    bbox: list[float] | None = None
+    segmentation_json: msgspec.Raw = msgspec.field(default=_NULL, name="segmentation")
+    area: float | None = None
+    iscrowd: int = 0
+    keypoints_json: msgspec.Raw = msgspec.field(default=_NULL, name="keypoints")
+    num_keypoints: int | None = None
+    score: float | None = None
+
+    @property
+    def segmentation(self) -> Segmentation | None:
+        return _SEGMENTATION.decode(self.segmentation_json)
+
+    @property
+    def keypoints(self) -> list[float] | None:
+        return _KEYPOINTS.decode(self.keypoints_json)
+
+
+class _LazyFile(msgspec.Struct):
+    images: list[CocoImage]
+    categories: list[CocoCategory]
+    annotations: list[LazyAnnotation] = msgspec.field(default_factory=list)
+
+
+def load_for_inspection(path: str | Path) -> CocoDataset:
+    """:func:`~teacherkit.data.coco.load_coco` for inspection: the same checks and
+    errors, but annotations are :class:`LazyAnnotation` (geometry decoded on access).
+    Each segmentation and keypoint list is type-checked once, one at a time, so that a
+    file ``load_coco`` refuses is refused here too, without holding them all."""
+    path = Path(path)
+    data = read_bytes(path)
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM):]
+    offset = utf8_error_offset(data)
+    if offset is not None:
+        raise DataError(f"{path}: not UTF-8 text at {position(data, offset)}; "
+                        f"`teacherkit validate --fix` can transcode it")
+    try:
+        file = msgspec.json.decode(data, type=_LazyFile, strict=False)
+    except msgspec.ValidationError as exc:
+        raise DataError(f"{path}: {_path_first(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise DataError(f"{path}: {describe_decode_error(str(exc), data)[1]}") from None
+    except RecursionError:
+        raise DataError(f"{path}: arrays or objects are nested too deeply to decode (json.too_deep); "
+                        "this is not a COCO file") from None
+    for index, ann in enumerate(file.annotations):
+        for key, raw, decoder in (("segmentation", ann.segmentation_json, _SEGMENTATION),
+                                  ("keypoints", ann.keypoints_json, _KEYPOINTS)):
+            if raw is _NULL:
+                continue
+            try:
+                decoder.decode(raw)
+            except msgspec.ValidationError as exc:
+                where = f"$.annotations[{index}].{key}"
+                raise DataError(f"{path}: {_path_first(str(exc), where)}") from None
+    return CocoDataset(file.images, file.annotations, file.categories, path=path)
+
+
+def _path_first(message: str, prefix: str = "") -> str:
+    """msgspec's ``Expected `int`, got `str` - at `$.images[0].id``` with the path first
+    (``prefix`` replaces the ``$`` of a value decoded on its own)."""
+    text, sep, where = message.rpartition(" - at ")
+    if not sep:
+        return f"{prefix}: {message}" if prefix else message
+    where = where.strip("`")
+    return f"{prefix + where[1:] if prefix else where}: {text}"
+
+
 def class_mapping(category_ids: list[int]) -> dict[int, int]:
     """COCO category id → contiguous index, in ascending id order (gaps and id 0 allowed)."""
     return {cid: index for index, cid in enumerate(sorted(category_ids))}
@@ -35,7 +121,7 @@ def class_mapping(category_ids: list[int]) -> dict[int, int]:
 def inspect_dataset(coco: CocoDataset | str | Path, host: PluginHost | None = None) -> DatasetInfo:
     """Facts about a dataset: kinds of annotation (through the detector hooks), sizes,
     classes and their contiguous mapping, per-class counts, images without annotations."""
-    dataset = coco if isinstance(coco, CocoDataset) else load_coco(coco)
+    dataset = coco if isinstance(coco, CocoDataset) else load_for_inspection(coco)
     kinds = _host(host).detect_annotations(dataset)
     categories = sorted(dataset.categories, key=lambda c: c.id)
     mapping = class_mapping([c.id for c in categories])

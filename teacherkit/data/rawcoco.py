@@ -68,6 +68,18 @@ _TYPED_SEGMENTATION = msgspec.json.Decoder(list[list[float]] | dict[str, Any])
 _ANY = msgspec.json.Decoder()
 
 
+_POLYGONS = msgspec.json.Decoder(list[list[float]])
+
+
+def decode_polygons(value: msgspec.Raw) -> list[list[float]] | None:
+    """A segmentation's polygons when it is a list of lists of finite floats, else ``None``
+    (an RLE, or anything :func:`decode_segmentation` must look at)."""
+    try:
+        return _POLYGONS.decode(value)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
 def decode_segmentation(value: Any) -> tuple[Any, bool]:
     """A segmentation as Python values, and whether its polygons are known to be lists of
     finite floats. Raw bytes decode typed first (that guarantee, and fast), then

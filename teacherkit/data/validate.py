@@ -186,6 +186,20 @@ def _positive_int(value: Any) -> int | None:
     return None
 
 
+def _usual_image(image: Any, ids: set[Any], files: dict[str, int]) -> tuple[int, int, int, str] | None:
+    """``(id, width, height, file_name)`` of an image the exact checks would pass without a
+    finding, tested at once (a name without "/" is its own normpath and cannot leave the
+    folder); ``None`` sends it through the exact checks."""
+    if type(image) is not dict:
+        return None
+    iid, width, height, name = image.get("id"), image.get("width"), image.get("height"), image.get("file_name")
+    if type(iid) is int and type(width) is int and type(height) is int and type(name) is str \
+            and width > 0 and height > 0 and iid not in ids and name not in files and name.strip() \
+            and "/" not in name and "\\" not in name and ".." not in name and ":" not in name:
+        return iid, width, height, name
+    return None
+
+
 def _check_images(images: list[Any], out: list[Finding]) -> tuple[set[Any], dict[Any, tuple[int, int]],
                                                                   list[ImageEntry]]:
     ids: set[Any] = set()
@@ -194,55 +208,73 @@ def _check_images(images: list[Any], out: list[Finding]) -> tuple[set[Any], dict
     entries: list[ImageEntry] = []
     allow_outside = outside_images_allowed()
     for index, image in enumerate(images):
-        path = f"$.images[{index}]"
-        if not isinstance(image, dict):
-            out.append(finding("image.not_object", f"image entry is a {json_type(image)}, expected an object", path))
-            continue
-        iid = image.get("id", UNSET)
-        ok_id = False
-        if iid is UNSET or iid is None:
-            out.append(finding("image.missing_field", "image has no id", f"{path}.id"))
-        elif not is_int(iid):
-            out.append(finding("image.bad_field", f"image id is {json_type(iid)} {iid!r}, expected an integer",
-                               f"{path}.id"))
-        elif iid in ids:
-            out.append(finding("image.duplicate_id", f"image id {iid} is used again", f"{path}.id", image_id=iid))
-        else:
+        usual = _usual_image(image, ids, files)
+        if usual is not None:  # the common case in one pass; anything else takes every check below
+            iid, width, height, name = usual
             ids.add(iid)
-            ok_id = True
-        where = {"image_id": iid if ok_id else None}
-        dims: list[int | None] = []
-        for key in ("width", "height"):
-            value = image.get(key, UNSET)
-            if value is UNSET or value is None:
-                out.append(finding("image.missing_field", f"image has no {key}", f"{path}.{key}", **where))
-                dims.append(None)
-            elif _positive_int(value) is None:
-                out.append(finding("image.bad_field", f"{key} is {value!r}, expected an integer > 0",
-                                   f"{path}.{key}", **where))
-                dims.append(None)
-            else:
-                dims.append(_positive_int(value))
-        if ok_id and None not in dims:
-            sizes[iid] = (dims[0], dims[1])
-        name = image.get("file_name", UNSET)
-        if name is UNSET or name is None:
-            out.append(finding("image.missing_field", "image has no file_name", f"{path}.file_name", **where))
+            sizes[iid] = (width, height)
+            files[name] = index
+            entries.append(ImageEntry(index, iid, name, width, height))
             continue
-        if not isinstance(name, str) or not name.strip():
-            out.append(finding("image.bad_field", f"file_name is {name!r}, expected a relative path",
-                               f"{path}.file_name", **where))
-            continue
-        if not allow_outside and escapes_folder(name):
-            out.append(finding("image.path_escapes", f"file_name {name!r} is absolute or leaves the image folder "
-                               "(never opened; teacherkit --allow-outside-images allows it)",
-                               f"{path}.file_name", **where))
-            continue
-        norm = os.path.normpath(name)
-        if norm in files:
-            out.append(finding("image.duplicate_file", f"file_name {name!r} is also used by $.images[{files[norm]}]",
-                               f"{path}.file_name", **where))
-        else:
-            files[norm] = index
-        entries.append(ImageEntry(index, iid if ok_id else None, name, dims[0], dims[1]))
+        entry = _check_unusual_image(index, image, (ids, sizes, files), allow_outside, out)
+        if entry is not None:
+            entries.append(entry)
     return ids, sizes, entries
+
+
+def _check_unusual_image(index: int, image: Any, seen: tuple[set[Any], dict[Any, tuple[int, int]], dict[str, int]],
+                         allow_outside: bool, out: list[Finding]) -> ImageEntry | None:
+    """Every check of one image entry the fast path did not accept; ``seen`` (ids, sizes,
+    file names) is updated with what it adds."""
+    ids, sizes, files = seen
+    path = f"$.images[{index}]"
+    if not isinstance(image, dict):
+        out.append(finding("image.not_object", f"image entry is a {json_type(image)}, expected an object", path))
+        return None
+    iid = image.get("id", UNSET)
+    ok_id = False
+    if iid is UNSET or iid is None:
+        out.append(finding("image.missing_field", "image has no id", f"{path}.id"))
+    elif not is_int(iid):
+        out.append(finding("image.bad_field", f"image id is {json_type(iid)} {iid!r}, expected an integer",
+                           f"{path}.id"))
+    elif iid in ids:
+        out.append(finding("image.duplicate_id", f"image id {iid} is used again", f"{path}.id", image_id=iid))
+    else:
+        ids.add(iid)
+        ok_id = True
+    where = {"image_id": iid if ok_id else None}
+    dims: list[int | None] = []
+    for key in ("width", "height"):
+        value = image.get(key, UNSET)
+        if value is UNSET or value is None:
+            out.append(finding("image.missing_field", f"image has no {key}", f"{path}.{key}", **where))
+            dims.append(None)
+        elif _positive_int(value) is None:
+            out.append(finding("image.bad_field", f"{key} is {value!r}, expected an integer > 0",
+                               f"{path}.{key}", **where))
+            dims.append(None)
+        else:
+            dims.append(_positive_int(value))
+    if ok_id and None not in dims:
+        sizes[iid] = (dims[0], dims[1])
+    name = image.get("file_name", UNSET)
+    if name is UNSET or name is None:
+        out.append(finding("image.missing_field", "image has no file_name", f"{path}.file_name", **where))
+        return None
+    if not isinstance(name, str) or not name.strip():
+        out.append(finding("image.bad_field", f"file_name is {name!r}, expected a relative path",
+                           f"{path}.file_name", **where))
+        return None
+    if not allow_outside and escapes_folder(name):
+        out.append(finding("image.path_escapes", f"file_name {name!r} is absolute or leaves the image folder "
+                           "(never opened; teacherkit --allow-outside-images allows it)",
+                           f"{path}.file_name", **where))
+        return None
+    norm = os.path.normpath(name)
+    if norm in files:
+        out.append(finding("image.duplicate_file", f"file_name {name!r} is also used by $.images[{files[norm]}]",
+                           f"{path}.file_name", **where))
+    else:
+        files[norm] = index
+    return ImageEntry(index, iid if ok_id else None, name, dims[0], dims[1])
