@@ -35,14 +35,21 @@ def label_command(
     ] = 1.0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue a partial run of the same --output.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output.")] = False,
-    device: Annotated[str | None, typer.Option("--device", help="cpu or cuda (default: cuda when available).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="cpu or cuda (default: cuda when available; cuda:LOCAL_RANK in several processes).")] = None,
+    score_threshold: Annotated[str | None, typer.Option(
+        "--score-threshold", help="Keep detections scoring at least this: 0.3, per class cat=0.4,dog=0.2, or both "
+        "(default: the best-F1 threshold training recorded on val, else none).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no threshold line.")] = False,
 ) -> None:
     """Pseudo-label a folder of images: boxes from the box teacher, masks from SAM when the
-    experiment has it, written as one COCO file with scores."""
+    experiment has it, written as one COCO file with scores. Runs under torchrun or
+    accelerate launch too: the processes share the images and rank 0 writes the file."""
     from teacherkit.cli import get_host
     from teacherkit.inference.experiment import Experiment
     from teacherkit.inference.label import check_label_output, label_images
+    from teacherkit.inference.label_dist import device_for, ranks_from_env
+    from teacherkit.inference.label_thresholds import describe_default, resolve_score_thresholds
     from teacherkit.run_folders import output_or_run_dir
 
     check_fraction("--box-threshold", box_threshold)
@@ -53,13 +60,27 @@ def label_command(
                               f"{'continue' if resume else 'replace'}")
     if output is not None:
         check_label_output(output, overwrite=overwrite, resume=resume)  # again in label_images; here before loading
-    exp = Experiment(experiment, host=get_host(), device=device)
+    ranks = ranks_from_env()
+    exp = Experiment(experiment, host=get_host(), device=device_for(ranks, device))
+    thresholds = resolve_score_thresholds(exp, score_threshold)
+    said = describe_default(thresholds)
+    if said and ranks.main and not quiet:
+        typer.echo(said, err=True)
     overrides: dict[str, Any] = {k: v for k, v in {"box_threshold": box_threshold, "text_threshold": text_threshold,
                                                    "nms_iou": nms}.items() if v is not None}
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    with output_or_run_dir(output, "label", file_name="labels.json") as target, _progress(quiet) as update:
+    with output_or_run_dir(output, "label", file_name="labels.json") as target, \
+            _progress(quiet or not ranks.main) as update:
         report = label_images(exp, images, target, classes=names, overrides=overrides, batch_size=batch_size,
-                              resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update)
+                              resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update,
+                              score_thresholds=thresholds, ranks=ranks)
+    if not ranks.main:
+        return  # the other processes labelled their share; rank 0 merged and reports
+    _print_report(report)
+
+
+def _print_report(report: Any) -> None:
+    """What rank 0 (or the one process) says at the end: skipped images, empty masks, counts."""
     for file_name, reason in report.skipped:
         typer.echo(f"warning: skipped {file_name}: {reason}", err=True)
     kind = "boxes and masks" if report.with_masks else "boxes"

@@ -156,16 +156,17 @@ def test_resume_goes_on_past_a_bomb_recorded_earlier(tiny_experiment, images, tm
 @pytest.mark.slow
 def test_a_full_disk_at_the_end_keeps_the_partial_file_for_resume(tiny_experiment, images, tmp_path, capsys,
                                                                      monkeypatch):
-    import teacherkit.inference.label as label
+    import teacherkit.inference.label_coco as label_coco
 
-    def full(path, text):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(source, target, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", "out.json")
 
     out = tmp_path / "out.json"
     args = ["label", str(tiny_experiment["path"]), "--images", str(images), "--output", str(out), "--device", "cpu"]
     with monkeypatch.context() as patch:
-        patch.setattr(label, "atomic_write_text", full)
+        patch.setattr(label_coco.shutil, "copyfileobj", full)  # the streamed write, half-way through
         assert run(args) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # the half-written file is gone
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "no space left" in errors[0] and "--resume" in errors[0] and "Traceback" not in err
