@@ -20,6 +20,14 @@ def check_fraction(flag: str, value: float | None, *, zero_allowed: bool = True)
         raise TeacherkitError(f"{flag} {value}: must be in {domain}")
 
 
+_Format = Annotated[str, typer.Option(
+    "--format", help="coco (the COCO file only), yolo or yolo-seg (also an Ultralytics dataset: <stem>-yolo/).")]
+_ValFraction = Annotated[float, typer.Option(
+    "--val-fraction", help="Share of the images in the YOLO dataset's val split (by sorted name, seeded).")]
+_LinkImages = Annotated[str, typer.Option(
+    "--link-images", help="How the YOLO dataset holds the images: symlink, hardlink or copy.")]
+
+
 def label_command(
     experiment: Annotated[Path, typer.Argument(help="Experiment folder written by 'teacherkit train'.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of images to label (searched recursively).")],
@@ -40,26 +48,26 @@ def label_command(
     score_threshold: Annotated[str | None, typer.Option(
         "--score-threshold", help="Keep detections scoring at least this: 0.3, per class cat=0.4,dog=0.2, or both "
         "(default: the best-F1 threshold training recorded on val, else none).")] = None,
+    output_format: _Format = "coco",
+    val_fraction: _ValFraction = 0.0,
+    link_images: _LinkImages = "symlink",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no threshold line.")] = False,
 ) -> None:
     """Pseudo-label a folder of images: boxes from the box teacher, masks from SAM when the
-    experiment has it, written as one COCO file with scores. Runs under torchrun or
-    accelerate launch too: the processes share the images and rank 0 writes the file."""
+    experiment has it, written as one COCO file with scores (and as a YOLO dataset with
+    --format yolo|yolo-seg). Runs under torchrun or accelerate launch too: the processes
+    share the images and rank 0 writes the files."""
     from teacherkit.cli import get_host
     from teacherkit.inference.experiment import Experiment
-    from teacherkit.inference.label import check_label_output, label_images
+    from teacherkit.inference.label import label_images
     from teacherkit.inference.label_dist import device_for, ranks_from_env
+    from teacherkit.inference.label_formats import FormatRequest, check_format_output, write_format
     from teacherkit.inference.label_thresholds import describe_default, resolve_score_thresholds
     from teacherkit.run_folders import output_or_run_dir
 
-    check_fraction("--box-threshold", box_threshold)
-    check_fraction("--text-threshold", text_threshold)
-    check_fraction("--nms", nms, zero_allowed=False)
-    if output is None and (resume or overwrite):
-        raise TeacherkitError(f"--{'resume' if resume else 'overwrite'} needs --output: the file to "
-                              f"{'continue' if resume else 'replace'}")
-    if output is not None:
-        check_label_output(output, overwrite=overwrite, resume=resume)  # again in label_images; here before loading
+    request = FormatRequest(output_format, val_fraction, link_images)
+    _check_label_flags(output, resume=resume, overwrite=overwrite, box_threshold=box_threshold,
+                       text_threshold=text_threshold, nms=nms)
     ranks = ranks_from_env()
     exp = Experiment(experiment, host=get_host(), device=device_for(ranks, device))
     thresholds = resolve_score_thresholds(exp, score_threshold)
@@ -71,16 +79,33 @@ def label_command(
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     with output_or_run_dir(output, "label", file_name="labels.json") as target, \
             _progress(quiet or not ranks.main) as update:
+        check_format_output(request, target, overwrite=overwrite)
         report = label_images(exp, images, target, classes=names, overrides=overrides, batch_size=batch_size,
                               resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update,
                               score_thresholds=thresholds, ranks=ranks)
-    if not ranks.main:
-        return  # the other processes labelled their share; rank 0 merged and reports
-    _print_report(report)
+        if not ranks.main:
+            return  # the other processes labelled their share; rank 0 merged and reports
+        yolo = write_format(request, report.output, images, overwrite=overwrite)
+    _print_report(report, yolo)
 
 
-def _print_report(report: Any) -> None:
-    """What rank 0 (or the one process) says at the end: skipped images, empty masks, counts."""
+def _check_label_flags(output: Path | None, *, resume: bool, overwrite: bool, box_threshold: float | None,
+                       text_threshold: float | None, nms: float | None) -> None:
+    check_fraction("--box-threshold", box_threshold)
+    check_fraction("--text-threshold", text_threshold)
+    check_fraction("--nms", nms, zero_allowed=False)
+    if output is None and (resume or overwrite):
+        raise TeacherkitError(f"--{'resume' if resume else 'overwrite'} needs --output: the file to "
+                              f"{'continue' if resume else 'replace'}")
+    if output is not None:  # again in label_images; here before any model is loaded
+        from teacherkit.inference.label import check_label_output
+
+        check_label_output(output, overwrite=overwrite, resume=resume)
+
+
+def _print_report(report: Any, yolo: Any = None) -> None:
+    """What rank 0 (or the one process) says at the end: skipped images, empty masks, counts
+    (and the YOLO dataset, when one was written)."""
     for file_name, reason in report.skipped:
         typer.echo(f"warning: skipped {file_name}: {reason}", err=True)
     kind = "boxes and masks" if report.with_masks else "boxes"
@@ -88,6 +113,10 @@ def _print_report(report: Any) -> None:
         typer.echo(f"warning: {report.empty_masks} boxes got an empty SAM mask and are kept without one", err=True)
     typer.echo(f"labelled {report.labelled} of {report.images} images ({report.annotations} {kind}"
                f"{f', {len(report.skipped)} skipped' if report.skipped else ''}) -> {report.output}")
+    if yolo is not None:
+        from teacherkit.inference.label_formats import describe
+
+        typer.echo(describe(yolo))
 
 
 class _progress:
