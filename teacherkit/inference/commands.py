@@ -48,6 +48,8 @@ def label_command(
     score_threshold: Annotated[str | None, typer.Option(
         "--score-threshold", help="Keep detections scoring at least this: 0.3, per class cat=0.4,dog=0.2, or both "
         "(default: the best-F1 threshold training recorded on val, else none).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Ground truth of some of the images: score the pseudo-labels against it.")] = None,
     output_format: _Format = "coco",
     val_fraction: _ValFraction = 0.0,
     link_images: _LinkImages = "symlink",
@@ -62,18 +64,14 @@ def label_command(
     from teacherkit.inference.label import label_images
     from teacherkit.inference.label_dist import device_for, ranks_from_env
     from teacherkit.inference.label_formats import FormatRequest, check_format_output, write_format
-    from teacherkit.inference.label_thresholds import describe_default, resolve_score_thresholds
     from teacherkit.run_folders import output_or_run_dir
 
     request = FormatRequest(output_format, val_fraction, link_images)
     _check_label_flags(output, resume=resume, overwrite=overwrite, box_threshold=box_threshold,
-                       text_threshold=text_threshold, nms=nms)
+                       text_threshold=text_threshold, nms=nms, data=data)
     ranks = ranks_from_env()
     exp = Experiment(experiment, host=get_host(), device=device_for(ranks, device))
-    thresholds = resolve_score_thresholds(exp, score_threshold)
-    said = describe_default(thresholds)
-    if said and ranks.main and not quiet:
-        typer.echo(said, err=True)
+    thresholds = _score_thresholds(exp, score_threshold, say=ranks.main and not quiet)
     overrides: dict[str, Any] = {k: v for k, v in {"box_threshold": box_threshold, "text_threshold": text_threshold,
                                                    "nms_iou": nms}.items() if v is not None}
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
@@ -87,10 +85,36 @@ def label_command(
             return  # the other processes labelled their share; rank 0 merged and reports
         yolo = write_format(request, report.output, images, overwrite=overwrite)
     _print_report(report, yolo)
+    if data is not None:
+        _score(report.output, data, exp.info)
+
+
+def _score(output: Path, data: Path, info: Any) -> None:
+    """``--data``: score the labels written, print it, keep it next to them."""
+    from teacherkit.atomic import atomic_write_json
+    from teacherkit.inference.label_scores import describe_scores, score_labels, scores_path
+
+    scores = score_labels(output, data, info)
+    for line in describe_scores(scores):
+        typer.echo(line)
+    atomic_write_json(scores_path(output), scores, indent=2)
+
+
+def _score_thresholds(exp: Any, spec: str | None, *, say: bool) -> Any:
+    """``--score-threshold`` over the recorded default; the default is named on stderr."""
+    from teacherkit.inference.label_thresholds import describe_default, resolve_score_thresholds
+
+    thresholds = resolve_score_thresholds(exp, spec)
+    said = describe_default(thresholds)
+    if said and say:
+        typer.echo(said, err=True)
+    return thresholds
 
 
 def _check_label_flags(output: Path | None, *, resume: bool, overwrite: bool, box_threshold: float | None,
-                       text_threshold: float | None, nms: float | None) -> None:
+                       text_threshold: float | None, nms: float | None, data: Path | None) -> None:
+    if data is not None and not data.is_file():
+        raise TeacherkitError(f"--data {data}: file not found")
     check_fraction("--box-threshold", box_threshold)
     check_fraction("--text-threshold", text_threshold)
     check_fraction("--nms", nms, zero_allowed=False)
