@@ -187,6 +187,14 @@ class Teacher:
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the trainer before each epoch (a teacher may switch caches)."""
 
+    def augmentation_views(self) -> int | None:
+        """How many augmented views of each training image to cycle through: ``K`` makes
+        epoch ``e`` augment with the seed of epoch ``e % K`` (prompts and other per-epoch
+        randomness still change every epoch); ``None`` (the default) draws a fresh view
+        every epoch. A teacher that caches its frozen encoder's output asks for a few, or
+        no encoder input would ever repeat under augmentation."""
+        return None
+
 
 @dataclass(frozen=True)
 class CharacteristicSpec:

@@ -136,6 +136,7 @@ class SampleDataset:
         augment: Any = None,
         with_masks: bool = False,
         seed: int = 0,
+        augment_views: int | None = None,
     ) -> None:
         self.coco = coco
         self.images_dir = Path(images_dir)
@@ -146,6 +147,9 @@ class SampleDataset:
         self.augment = augment if train else None
         self.with_masks = with_masks
         self.seed = seed
+        # K: epoch e augments with the seed of epoch e % K, so each image has K views in all
+        # (a teacher that caches what its frozen encoder makes of the pixels asks for it)
+        self.augment_views = augment_views
         self.epoch = 0
         self.images = list(coco.images)
         self._anns = {img.id: coco.annotations_for(img.id) for img in self.images}
@@ -212,5 +216,8 @@ class SampleDataset:
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.raw_sample(index)
         if self.augment is not None:
-            sample = self.augment(sample, sample["extra"]["seed"])
+            seed = sample["extra"]["seed"]
+            if self.augment_views:
+                seed = sample_seed(self.seed, self.epoch % self.augment_views, index)
+            sample = self.augment(sample, seed)
         return self.preprocessor(sample, train=self.train)

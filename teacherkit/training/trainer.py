@@ -352,7 +352,7 @@ class TeacherTrainer:
         preprocessor = self.host.make_preprocessor(spec, tcfg, teacher)
         augment = self.host.make_augmentation(cfg.augmentation, info) if cfg.augmentation.enabled else None
         kwargs = {"info": info, "preprocessor": preprocessor, "learns_from": spec.learns_from, "train": True,
-                  "augment": augment, "seed": cfg.training.seed,
+                  "augment": augment, "seed": cfg.training.seed, "augment_views": _views(teacher),
                   "with_masks": spec.learns_from == "masks" or (augment is not None and info.has_masks)}
         train_set = CocoTrainDataset(train_coco, self.image_dir, **kwargs)
         if self.replay is not None:
@@ -380,3 +380,10 @@ class TeacherTrainer:
                 f"{self.val_path}: categories {unknown} are not in the training file {self.train_path}; "
                 f"the teachers can only be scored on classes they were trained on"
             )
+
+
+def _views(teacher: Any) -> int | None:
+    """:meth:`teacherkit.teachers.Teacher.augmentation_views` of a teacher that has it (a
+    plugin's teacher need not derive from :class:`~teacherkit.teachers.Teacher`)."""
+    views = getattr(teacher, "augmentation_views", None)
+    return views() if callable(views) else None

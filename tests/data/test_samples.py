@@ -120,3 +120,29 @@ def test_samples_refuse_a_decompression_bomb_without_decoding_it(tmp_path, monke
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the shapes images are far larger
     with pytest.raises(DataError, match=rf"{first}: too many pixels to decode safely"):
         _dataset(path, "boxes").raw_sample(0)
+
+
+def test_augmentation_views_repeat_the_augmented_pixels_every_k_epochs(tmp_path):
+    """``augment_views=K``: epoch e augments with epoch e % K's seed, with the real default
+    augmentation pipeline, so a teacher caching its frozen encoder sees each input again."""
+    from teacherkit.config import resolve_config
+    from teacherkit.plugins import get_plugin_manager
+
+    host = get_plugin_manager()
+    path = make_coco_dataset(tmp_path / "d", num_images=2, size=(64, 64), seed=5)
+    coco = load_coco(path)
+    info = inspect_dataset(coco)
+    augment = host.make_augmentation(resolve_config(host.config_model()).augmentation, info)
+
+    def pixels(views, epoch):
+        dataset = SampleDataset(coco, path.parent, info, lambda s, train: s["image"], learns_from="boxes",
+                                train=True, augment=augment, augment_views=views, seed=3)
+        dataset.set_epoch(epoch)
+        return [dataset[i] for i in range(len(dataset))]
+
+    same = [np.array_equal(a, b) for a, b in zip(pixels(2, 0), pixels(2, 2), strict=True)]
+    assert all(same)  # epoch 2 is epoch 0's view
+    assert not all(np.array_equal(a, b) for a, b in zip(pixels(2, 0), pixels(2, 1), strict=True))
+    # without views each epoch is fresh, and epoch e < K is the view a run without views draws
+    assert not all(np.array_equal(a, b) for a, b in zip(pixels(None, 0), pixels(None, 2), strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(2, 1), pixels(None, 1), strict=True))

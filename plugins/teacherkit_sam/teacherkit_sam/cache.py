@@ -6,7 +6,10 @@ and serves the stored embedding afterwards, so later epochs train the decoder on
 
 Keys come from the preprocessor (:meth:`SamPreprocessor.cache_key`): a hash of the
 image's content and of everything in preprocessing that changes the encoder input.
-Augmented views hash differently, so only augmentation-free views hit. A namespace
+Augmented views hash differently, so under augmentation the cache hits only because
+the teacher asks for a few views per image (``cache_views``,
+:meth:`SamTeacher.augmentation_views`): epoch ``e`` repeats the view of epoch
+``e mod K``. A namespace
 from the encoder's weights keeps a disk cache from serving another model's
 embeddings. Entries are kept on the CPU in the encoder's dtype; the memory store
 evicts least-recently-used entries past its byte budget; the disk store writes one

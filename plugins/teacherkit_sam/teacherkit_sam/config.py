@@ -87,6 +87,14 @@ class SamConfig(TeacherConfig):
         description="Where image-encoder embeddings are cached when the encoder is frozen "
         "(mode=frozen_encoder); 'disk' writes them under the run's work folder.",
     )
+    cache_views: int = Field(
+        2,
+        ge=0,
+        description="Augmented views of each training image when the encoder is frozen and embeddings are "
+        "cached: epoch e augments an image as in epoch (e mod cache_views), so from epoch cache_views on "
+        "every encoder input repeats and comes from the cache (prompts still change every epoch). "
+        "0: a fresh view every epoch (the cache then hits only without augmentation).",
+    )
     cache_memory_mb: int = Field(
         2048, ge=1, description="Upper bound of the in-memory embedding cache; least recently used go first."
     )

@@ -179,7 +179,10 @@ class SamPreprocessor:
     # -- a batch ------------------------------------------------------------------------
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Stack items; pad instances to the batch's largest count (at least one) with
-        ``instance_valid`` marking real ones, so every image shares one decoder call."""
+        ``instance_valid`` marking real ones, so every image shares one decoder call.
+        ``instance_index`` lists the real ones' flat positions and ``image_sizes`` each
+        image's (height, width) inside the padded square: the loss reads both on the
+        device without waiting on it, and never needs a per-pixel region mask."""
         import torch
 
         if not items:
@@ -194,7 +197,7 @@ class SamPreprocessor:
         labels = torch.full((b, k, p), PAD_LABEL, dtype=torch.long)
         targets = torch.zeros(b, k, size, size, dtype=torch.uint8)
         valid = torch.zeros(b, k, dtype=torch.bool)
-        region = torch.zeros(b, size, size, dtype=torch.bool)
+        image_sizes = torch.zeros(b, 2, dtype=torch.long)
         for i, it in enumerate(items):
             n = len(it["boxes"])
             boxes[i, :n] = torch.from_numpy(it["boxes"])
@@ -202,8 +205,7 @@ class SamPreprocessor:
             labels[i, :n] = torch.from_numpy(it["point_labels"])
             targets[i, :n] = torch.from_numpy(it["targets"])
             valid[i, :n] = True
-            h, w = it["resized_size"]
-            region[i, :h, :w] = True
+            image_sizes[i] = torch.tensor(it["resized_size"])
         train = all(it["train"] for it in items)
         kind = "box"
         if train and self.prompt == "points":
@@ -217,7 +219,8 @@ class SamPreprocessor:
             "input_labels": labels,
             "target_masks": targets,
             "instance_valid": valid,
-            "image_region": region,
+            "instance_index": torch.nonzero(valid.reshape(-1)).reshape(-1),
+            "image_sizes": image_sizes,
             "prompt_kind": kind,
             # one point is ambiguous (part or whole?): SAM then predicts three masks and learns from the best
             "multimask": kind == "points" and p == 1,

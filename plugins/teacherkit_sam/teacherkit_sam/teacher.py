@@ -82,6 +82,14 @@ class SamTeacher(Teacher):
             return False
         return not any(p.requires_grad for p in self.sam.vision_encoder.parameters())
 
+    def augmentation_views(self) -> int | None:
+        """Augmented views per training image the trainer should cycle through (epoch
+        ``e`` augments with the seed of epoch ``e % views``), or ``None`` for a fresh
+        view every epoch. Only a cached frozen encoder asks for it: with a fresh view
+        every epoch no encoder input repeats and the cache never hits."""
+        views = self.config.cache_views
+        return views if views > 0 and self.uses_cache else None
+
     @property
     def cache(self) -> Any:
         if self._cache is None:

@@ -89,3 +89,47 @@ def test_lora_mode_never_caches_a_trainable_encoder(shapes_samples):
     for _ in range(2):
         teacher.forward(teacher.model, batch)
     assert calls[0] == 2 and teacher._cache is None
+
+
+def test_a_cached_frozen_encoder_asks_for_a_few_augmented_views():
+    assert load_sam_with_lora("tiny", **TINY).augmentation_views() == 2  # the default cache_views
+    assert load_sam_with_lora("tiny", cache_views=3, **TINY).augmentation_views() == 3
+    # a fresh view every epoch when asked, when nothing is cached, or when the encoder trains
+    assert load_sam_with_lora("tiny", cache_views=0, **TINY).augmentation_views() is None
+    assert load_sam_with_lora("tiny", cache_embeddings="off", **TINY).augmentation_views() is None
+    assert load_sam_with_lora("tiny", image_size=64).augmentation_views() is None
+
+
+def test_with_the_default_augmentation_a_repeated_view_is_served_from_the_cache(shapes_samples, plugin_host):
+    """Epochs e and e + K augment with the same seed (cache_views = K): the encoder input
+    repeats exactly, so the second epoch is all hits with the same embeddings; another
+    view's seed gives another input (a miss)."""
+    from teacherkit.config import AugmentationConfig
+    from teacherkit.data.info import DatasetInfo
+    from teacherkit.data.samples import sample_seed
+
+    augment = plugin_host.make_augmentation(AugmentationConfig(), DatasetInfo(annotation_kinds=["masks"]))
+    assert augment is not None
+    teacher = load_sam_with_lora("tiny", **TINY)
+    pre = teacher.make_preprocessor()
+    views = teacher.augmentation_views()
+
+    def epoch_batch(epoch):
+        items = []
+        for index, sample in enumerate(shapes_samples):
+            seed = sample_seed(0, epoch, index)  # prompts: the epoch's own seed
+            view = augment({**sample, "extra": {"seed": seed}}, sample_seed(0, epoch % views, index))
+            items.append(pre(view, train=True))
+        return pre.collate(items)
+
+    first = teacher.cache.embeddings(epoch_batch(0)["cache_keys"], epoch_batch(0)["pixel_values"], teacher._encode)
+    assert teacher.cache.stats()["misses"] == len(shapes_samples)
+    teacher.cache.reset_stats()
+    again = epoch_batch(views)  # the same view, other prompts
+    assert not torch.equal(again["input_boxes"], epoch_batch(0)["input_boxes"])
+    served = teacher.cache.embeddings(again["cache_keys"], again["pixel_values"], teacher._encode)
+    assert teacher.cache.stats()["hits"] == len(shapes_samples)
+    torch.testing.assert_close(served, first, rtol=0, atol=0)
+    other = epoch_batch(1)
+    teacher.cache.embeddings(other["cache_keys"], other["pixel_values"], teacher._encode)
+    assert teacher.cache.stats()["misses"] == len(shapes_samples)  # view 1: new inputs

@@ -115,7 +115,8 @@ def test_collate_pads_instances_across_images():
     assert batch["instance_valid"].tolist() == [[True, False, False], [True, True, True], [False] * 3]
     assert (batch["input_labels"][0, 1:] == PAD_LABEL).all()
     assert batch["prompt_kind"] == "points" and batch["multimask"] is True
-    assert batch["image_region"][0].sum() == 48 * 64  # 60x80 resized to 48x64
+    assert batch["image_sizes"][0].tolist() == [48, 64]  # 60x80 resized to 48x64
+    assert batch["instance_index"].tolist() == [0, 3, 4, 5]  # flat positions of the real instances
     assert batch["annotation_ids"][1] == [400, 401, 402] and batch["image_ids"] == [2, 4, 1]
 
 
