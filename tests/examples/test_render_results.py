@@ -1,0 +1,102 @@
+"""scripts/render_results.py: the docs' result tables are generated from bench/results/*.json, so a
+figure in the docs always has its file, and ``--check`` fails when a doc drifts from its JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.examples.example_paths import EXAMPLES
+
+ROOT = EXAMPLES.parent
+SCRIPT = ROOT / "scripts" / "render_results.py"
+
+
+@pytest.fixture(scope="module")
+def render():
+    spec = importlib.util.spec_from_file_location("render_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repository_docs_are_generated_from_their_results_files():
+    for doc in (ROOT / "README.md", ROOT / "docs" / "teacher-quality.md"):
+        assert "<!-- results: quality" in doc.read_text(encoding="utf-8"), doc  # the check is not vacuous
+    done = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+def _row(seed, teacher, base, lora, full, base_a, lora_a, full_a):
+    import quality  # examples/ is on sys.path through tests.examples.example_paths
+
+    row = {"seed": seed, "teacher": teacher, "full_lr": 1e-3, "base_B": base, "lora_B": lora, "full_B": full,
+           "base_A": base_a, "lora_A": lora_a, "full_A": full_a, "scales": {"0.5": {"B": base, "A": base_a}}}
+    return quality.with_ratios(row)
+
+
+def small_results():
+    """Two seeds, one teacher of each kind; seed 7's detector misses the gain target, the mean meets it."""
+    import quality
+
+    rows = [_row(42, "grounding_dino", 0.1, 0.3, 0.2, 0.9, 0.9, 0.8),
+            _row(7, "grounding_dino", 0.1, 0.15, 0.2, 0.9, 0.81, 0.9),
+            _row(42, "sam", 0.4, 0.6, 0.5, 0.95, 0.95, 0.9), _row(7, "sam", 0.4, 0.5, 0.5, 0.95, 0.779, 0.9)]
+    val = [{"seed": s, "teacher": t, "candidate": c, "B": b, "A": 0.9, "retention": r}
+           for s in (42, 7) for t in quality.METRICS
+           for c, b, r in (("lora", 0.5, 0.95), ("full-lr3e-4", 0.4, 0.95), ("full-lr1e-3", 0.45, 0.85))]
+    aggregates, checks = quality.aggregate(rows)
+    return {"kind": "quality", "date": "2026-01-02T00:00:00+00:00", "command": "python examples/quality.py",
+            "machine": {"cpu_count": 2, "torch_threads": 1}, "seeds": [42, 7], "metrics": quality.METRICS,
+            "targets": {"gain": 0.95, "retention": 0.9}, "per_seed": rows, "aggregates": aggregates,
+            "checks": checks, "choice": quality.choose(val, [3e-4, 1e-3])}
+
+
+def test_tables_show_mean_and_range_and_the_worst_seed(render):
+    data = small_results()
+    table = render.render_quality(data)
+    # LoRA on B: mean 0.225 of 0.3 and 0.15; the gain ratio of the means is 0.125 / 0.1
+    assert "| grounding_dino (bbox_AP) | 0.100 | 0.225 (0.150–0.300) | 0.200 |" in table
+    assert "| 125% (50%–200%) |" in table
+    targets = render.render_targets(data)
+    assert "| grounding_dino | LoRA gain ≥ 95% of full's | 125% | 50% (seed 7) | yes | **no** |" in targets
+    assert "| sam | LoRA retention on A ≥ 90% | 91% | 82% (seed 7) | yes | **no** |" in targets
+    # full at 1e-3 scores more on val B but keeps 85% of A: the rule picks 3e-4
+    assert data["choice"]["chosen"] == {"grounding_dino": "full-lr3e-4", "sam": "full-lr3e-4"}
+    assert "| sam | full-lr3e-4 | 0.400 | 95.0% | **yes** |" in render.render_choice(data)
+
+
+def test_regions_are_rewritten_from_the_newest_file_and_check_sees_drift(render, tmp_path):
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    old = small_results()
+    old["aggregates"]["sam"]["lora_B"] = {"mean": 0.111, "min": 0.111, "max": 0.111}
+    (results / "quality-2026-01-01.json").write_text(json.dumps(old))
+    (results / "quality-2026-01-02.json").write_text(json.dumps(small_results()))
+    doc = tmp_path / "README.md"
+    doc.write_text("# x\n\nbefore\n<!-- results: quality-readme -->\nstale figure 0.999\n<!-- /results -->\nafter\n")
+    assert render.main(["--root", str(tmp_path), "--check"]) == 1
+    assert render.main(["--root", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert "0.999" not in text and "before\n" in text and text.endswith("<!-- /results -->\nafter\n")
+    assert "sam: mIoU on domain B's test split 0.400 (base) → 0.550 (0.500–0.600) (LoRA)" in text
+    assert "`bench/results/quality-2026-01-02.json`" in text
+    assert render.main(["--root", str(tmp_path), "--check"]) == 0
+    # a marker may name its file: the older one gives other figures, so the doc is out of date again
+    doc.write_text(text.replace("results: quality-readme -->", "results: quality-readme "
+                                "bench/results/quality-2026-01-01.json -->"))
+    assert render.main(["--root", str(tmp_path), "--check"]) == 1
+
+
+@pytest.mark.parametrize("marker, message", [
+    ("<!-- results: nonsense -->", "README.md:3: '<!-- results: nonsense -->': expected one of"),
+    ("<!-- results: quality bench/results/missing.json -->", "README.md:3: bench/results/missing.json: no such"),
+])
+def test_a_bad_marker_names_the_doc_and_line_and_exits_2(render, tmp_path, capsys, marker, message):
+    (tmp_path / "README.md").write_text(f"# x\n\n{marker}\n<!-- /results -->\n")
+    assert render.main(["--root", str(tmp_path), "--check"]) == 2
+    assert message in capsys.readouterr().err
