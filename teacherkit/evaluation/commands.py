@@ -61,10 +61,13 @@ def evaluate_command(
     result = evaluate_experiment(exp, data, images, reference=reference, reference_images=reference_images,
                                  adapter_scale=adapter_scale, batch_size=batch_size, teachers=names,
                                  pictures=exp.path / EVALUATION_PICTURES, notice=_notice)
+    result["seed"] = exp.config.training.seed
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         print_tables(result)
+        typer.echo(f"one training run, seed {result['seed']}: another seed moves these figures by a few "
+                   "hundredths; compare runs over several seeds (--seed)")
     # after the output: a read-only experiment folder fails here, with the scores already shown
     atomic_write_json(exp.layout.evaluation, result, indent=2)
 
