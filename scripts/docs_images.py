@@ -10,8 +10,8 @@ report page with headless Chromium::
         --reference examples/domain_a/test.json
     python scripts/docs_images.py runs/quickstart
 
-Every picture is written again as an optimised PNG (a palette image when that loses nothing
-visible) so the committed files stay small. ``docs/images/source.json`` records where they
+Every picture is written again as an optimised 256-colour PNG, at most ``--max-width`` pixels
+wide, so the committed files stay small. ``docs/images/source.json`` records where they
 came from (the experiment's seed, date and teacherkit version).
 """
 
@@ -50,6 +50,8 @@ def small_png(source: Path, target: Path, max_width: int) -> None:
         if image.width > max_width:
             image = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
         tmp = target.with_suffix(".tmp.png")
+        # 256 colours: plots and the drawn grids keep their look at a fraction of the bytes
+        image = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
         image.save(tmp, format="PNG", optimize=True)
         tmp.replace(target)
 
