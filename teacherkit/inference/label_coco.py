@@ -11,20 +11,17 @@ annotation ids count up in that order, whoever labelled which image.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from teacherkit.atomic import current_umask, fsync_dir
+from teacherkit.atomic import atomic_writer
 
 NOT_LABELLED = "no record in the partial file (not labelled)"
 
@@ -37,25 +34,6 @@ def clip_box(det: dict[str, Any], width: int, height: int) -> list[float] | None
     if x1 - x0 < 1e-3 or y1 - y0 < 1e-3:
         return None
     return [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
-
-
-@contextmanager
-def _atomic_stream(path: Path) -> Iterator[IO[str]]:
-    """A text file that replaces ``path`` when the block ends without an error (temp file in
-    the same folder, fsync, rename, fsync the folder), and is removed when it fails."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 class _Counts:
@@ -110,7 +88,7 @@ def write_coco(output: Path, names: Sequence[str], record_of: Callable[[str], di
     counts = _Counts()
     cats = [{"id": int(c["id"]), "name": str(c["name"]), "supercategory": c.get("supercategory", "")}
             for c in categories]
-    with _atomic_stream(output) as out, tempfile.TemporaryFile("w+", encoding="utf-8", dir=output.parent) as spill:
+    with atomic_writer(output, "w") as out, tempfile.TemporaryFile("w+", encoding="utf-8", dir=output.parent) as spill:
         out.write('{"images": [')
         for image_id, name in enumerate(names, start=1):
             record = record_of(name) or {"error": NOT_LABELLED}
