@@ -15,10 +15,9 @@ Printed per epoch: the cache's hit rate and the model steps' seconds, and for ea
 cached variant the ratio of its epoch time to the reference's on the same epoch. Data
 loading (read, augment, preprocess) is timed apart: it is the same for every variant.
 
-The epoch -> view mapping belongs to the core's sample dataset (the augmentation seed
-comes from there); until the core takes ``Teacher.augmentation_views()`` into account,
-:class:`ViewDataset` below applies it exactly as proposed (the seed of epoch ``e % K``
-for the augmentation, the epoch's own seed for everything else).
+The epoch -> view mapping is the core's (``SampleDataset(augment_views=K)``, which the trainer
+sets from ``Teacher.augmentation_views()``): the seed of epoch ``e % K`` for the augmentation,
+the epoch's own seed for everything else.
 
     python bench/sam_cache.py --json-out bench/results/sam_cache-DATE.json
 """
@@ -37,27 +36,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "examples" / "domain_a" / "train.json"
-
-
-def view_dataset_class() -> type:
-    from teacherkit.data.samples import SampleDataset, sample_seed
-
-    class ViewDataset(SampleDataset):
-        """The sample dataset with ``augment_views``: the augmentation of epoch ``e``
-        uses the seed of epoch ``e % views``; the sample keeps its epoch seed (prompts)."""
-
-        augment_views: int | None = None
-
-        def __getitem__(self, index: int) -> dict[str, Any]:
-            sample = self.raw_sample(index)
-            if self.augment is not None:
-                seed = sample["extra"]["seed"]
-                if self.augment_views:
-                    seed = sample_seed(self.seed, self.epoch % self.augment_views, index)
-                sample = self.augment(sample, seed)
-            return self.preprocessor(sample, train=self.train)
-
-    return ViewDataset
 
 
 def subset(coco: Any, count: int) -> Any:
@@ -179,12 +157,11 @@ def main() -> None:
     make = teacher_factory(host, args.size, args.image_size)
     common = {"max_instances": 8}
     pre = make(**common).make_preprocessor()
-    dataset_cls = view_dataset_class()
+    from teacherkit.data.samples import SampleDataset
 
     def data_for(views: int) -> tuple[list[Any], float]:
-        dataset = dataset_cls(coco, DATA.parent, info, pre, learns_from="masks", train=True, augment=augment,
-                              with_masks=True, seed=0)
-        dataset.augment_views = views or None
+        dataset = SampleDataset(coco, DATA.parent, info, pre, learns_from="masks", train=True, augment=augment,
+                                with_masks=True, seed=0, augment_views=views or None)
         epochs = [epoch_batches(dataset, pre, e, args.batch) for e in range(args.epochs)]
         return [b for b, _ in epochs], sum(s for _, s in epochs) / len(epochs)
 
@@ -225,7 +202,7 @@ def write_record(args: Any, rows: list[dict[str, Any]], data_s: float) -> None:
               "settings": {"images": args.images, "image_size": args.image_size, "batch": args.batch,
                            "epochs": args.epochs, "augmentation": "default (AugmentationConfig())",
                            "model": f"{args.size} SAM (random weights), mode=frozen_encoder, max_instances=8",
-                           "views": "bench-side ViewDataset (core support pending)"},
+                           "views": "SampleDataset(augment_views=K), as the trainer builds it"},
               "unit": "CPU seconds (and wall seconds) of model steps per epoch (forward + loss + backward + "
                       "AdamW), variants interleaved epoch by epoch; data apart",
               "data_s_per_epoch": round(data_s, 3), "rows": rows}
