@@ -8,7 +8,7 @@ split beats the base by at least ``--min-gain`` and keeps at least ``--min-reten
 base's score on domain A.
 
 The margins come from the three-seed run in ``bench/results/quality-*.json``: the worst seed
-gains 0.16 bbox AP / 0.16 mIoU and keeps 92% / 98% (docs/teacher-quality.md); the defaults
+gains 0.16 bbox AP / 0.10 mIoU and keeps 92% / 98% (docs/teacher-quality.md); the defaults
 leave room for run-to-run noise while still failing a quick start that learns nothing.
 
     python scripts/check_quickstart.py runs/quickstart
