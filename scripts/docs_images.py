@@ -36,6 +36,7 @@ PICTURES = {
     "f1_curve.png": ("grounding_dino", "pictures/f1_curve.png"),
     "confusion_matrix.png": ("grounding_dino", "pictures/confusion_matrix.png"),
     "iou_histogram.png": ("sam", "pictures/iou_histogram.png"),
+    "iou_per_class.png": ("sam", "pictures/iou_per_class.png"),
 }
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
