@@ -167,6 +167,12 @@ def load_coco(path: str | Path) -> CocoDataset:
     (``$.annotations[12].bbox: Expected array, got str``), and duplicate image ids.
     """
     path = Path(path)
+    return CocoDataset._from_file(decode_coco_file(path, _CocoFile), path)
+
+
+def decode_coco_file(path: Path, struct: type) -> Any:
+    """The bytes of ``path`` decoded into ``struct`` (a msgspec Struct type), with
+    :func:`load_coco`'s checks and messages (UTF-8, JSON, types, nesting)."""
     data = read_bytes(path)
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM):]  # harmless; validation still mentions it
@@ -175,7 +181,7 @@ def load_coco(path: str | Path) -> CocoDataset:
         raise DataError(f"{path}: not UTF-8 text at {position(data, offset)}; "
                         f"`teacherkit validate --fix` can transcode it")
     try:
-        file = msgspec.json.decode(data, type=_CocoFile, strict=False)
+        file = msgspec.json.decode(data, type=struct, strict=False)
     except msgspec.ValidationError as exc:
         raise DataError(f"{path}: {_path_first(str(exc))}") from None
     except msgspec.DecodeError as exc:
@@ -184,7 +190,7 @@ def load_coco(path: str | Path) -> CocoDataset:
     except RecursionError:
         raise DataError(f"{path}: arrays or objects are nested too deeply to decode (json.too_deep); "
                         "this is not a COCO file") from None
-    return CocoDataset._from_file(file, path)
+    return file
 
 
 def _path_first(message: str) -> str:

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from teacherkit.data.coco import CocoCategory, CocoDataset, CocoImage, Segmentation
+from teacherkit.data.coco import CocoCategory, CocoDataset, CocoImage, Segmentation, decode_coco_file
 from teacherkit.data.info import DatasetInfo
-from teacherkit.data.jsonbytes import UTF8_BOM, describe_decode_error, position, read_bytes, utf8_error_offset
 from teacherkit.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,22 +73,7 @@ def load_for_inspection(path: str | Path) -> CocoDataset:
     Each segmentation and keypoint list is type-checked once, one at a time, so that a
     file ``load_coco`` refuses is refused here too, without holding them all."""
     path = Path(path)
-    data = read_bytes(path)
-    if data.startswith(UTF8_BOM):
-        data = data[len(UTF8_BOM):]
-    offset = utf8_error_offset(data)
-    if offset is not None:
-        raise DataError(f"{path}: not UTF-8 text at {position(data, offset)}; "
-                        f"`teacherkit validate --fix` can transcode it")
-    try:
-        file = msgspec.json.decode(data, type=_LazyFile, strict=False)
-    except msgspec.ValidationError as exc:
-        raise DataError(f"{path}: {_path_first(str(exc))}") from None
-    except msgspec.DecodeError as exc:
-        raise DataError(f"{path}: {describe_decode_error(str(exc), data)[1]}") from None
-    except RecursionError:
-        raise DataError(f"{path}: arrays or objects are nested too deeply to decode (json.too_deep); "
-                        "this is not a COCO file") from None
+    file = decode_coco_file(path, _LazyFile)
     for index, ann in enumerate(file.annotations):
         for key, raw, decoder in (("segmentation", ann.segmentation_json, _SEGMENTATION),
                                   ("keypoints", ann.keypoints_json, _KEYPOINTS)):
