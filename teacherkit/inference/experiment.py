@@ -301,14 +301,23 @@ def predict_images(boxes: LoadedTeacher, masks: LoadedTeacher | None, images: Se
     results: list[list[dict[str, Any]]] = []
     for img, image_id, dets in zip(images, ids, detections, strict=True):
         dets = [dict(d, category_name=class_name(d["category_id"])) for d in dets]
-        if masks is not None and dets:
-            by_index = {p["annotation_id"]: p for p in masks.predict_samples([prompted_sample(img, image_id, dets)])[0]}
-            for k, det in enumerate(dets):
-                if k in by_index:
-                    det["segmentation"] = by_index[k]["segmentation"]
-                    det["mask_score"] = by_index[k]["score"]
+        if masks is not None:
+            add_masks(masks, img, image_id, dets)
         results.append(dets)
     return results
+
+
+def add_masks(masks: LoadedTeacher, image: np.ndarray, image_id: int, detections: list[dict[str, Any]]) -> None:
+    """Prompt the mask teacher with every box of one image in one call and put each mask
+    (``segmentation``, ``mask_score``) on its detection, in place."""
+    if not detections:
+        return
+    prompted = masks.predict_samples([prompted_sample(image, image_id, detections)])[0]
+    by_index = {p["annotation_id"]: p for p in prompted}
+    for k, det in enumerate(detections):
+        if k in by_index:
+            det["segmentation"] = by_index[k]["segmentation"]
+            det["mask_score"] = by_index[k]["score"]
 
 
 def load_experiment(path: str | Path, host: Any = None, device: str | None = None, *,

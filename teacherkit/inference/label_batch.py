@@ -113,18 +113,13 @@ def label_chunk(job: Labeller, chunk: list[Path]) -> list[dict[str, Any]]:
 def predict_kept(job: Labeller, pixels: list[np.ndarray]) -> list[tuple[list[dict[str, Any]], int]]:
     """Per image: the detections kept (with SAM's masks when the experiment has SAM), and
     the number cut by score. SAM is prompted after the cut, so it segments kept boxes only."""
-    from teacherkit.inference.experiment import predict_images, prompted_sample
+    from teacherkit.inference.experiment import add_masks, predict_images
 
     found = predict_images(job.boxes, None, pixels, range(len(pixels)), job.experiment.class_name)
     results = []
     for image_id, (image, detections) in enumerate(zip(pixels, found, strict=True)):
         kept, below = job.split(detections)
-        if job.masks is not None and kept:
-            prompted = job.masks.predict_samples([prompted_sample(image, image_id, kept)])[0]
-            by_index = {p["annotation_id"]: p for p in prompted}
-            for k, det in enumerate(kept):
-                if k in by_index:
-                    det["segmentation"] = by_index[k]["segmentation"]
-                    det["mask_score"] = by_index[k]["score"]
+        if job.masks is not None:
+            add_masks(job.masks, image, image_id, kept)
         results.append((kept, below))
     return results
