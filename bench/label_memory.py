@@ -29,22 +29,9 @@ from pathlib import Path
 
 def tiny_experiment(root: Path) -> Path:
     """Train the tiny two-teacher experiment the inference tests use."""
-    from teacherkit.config import resolve_config
-    from teacherkit.plugins import get_plugin_manager
-    from teacherkit.testing import make_coco_dataset
-    from teacherkit.training.trainer import TeacherTrainer
+    from teacherkit.testing import train_tiny_pair
 
-    train = make_coco_dataset(root / "train", num_images=6, size=(64, 64), seed=31)
-    val = make_coco_dataset(root / "val", num_images=3, size=(64, 64), seed=32)
-    host = get_plugin_manager()
-    config = resolve_config(host.config_model(), preset="tiny", sets=[
-        "training.epochs=1", "training.batch_size=3", "training.num_workers=0",
-        "teachers.grounding_dino.shortest_edge=96", "teachers.grounding_dino.longest_edge=96",
-        "teachers.grounding_dino.box_threshold=0.0", "teachers.grounding_dino.text_threshold=0.0",
-        "teachers.grounding_dino.max_detections=5", "teachers.sam.image_size=64"])
-    out = root / "exp"
-    TeacherTrainer(train, val, None, out, config, host=host, quiet=True).train()
-    return out
+    return train_tiny_pair(root)
 
 
 def make_images(folder: Path, count: int, side: int) -> None:

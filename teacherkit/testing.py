@@ -29,7 +29,7 @@ import pytest
 from teacherkit.data.synthetic import SHAPES, draw_shapes_image, make_coco_dataset
 
 __all__ = ["SHAPES", "cli_host", "draw_shapes_image", "make_coco_dataset", "plugin_host", "register_plugin",
-           "tiny_coco"]
+           "tiny_coco", "train_tiny_pair"]
 
 
 @pytest.fixture
@@ -78,3 +78,27 @@ def cli_host(plugin_host) -> Iterator[Any]:
     plugins.set_current_host(plugin_host)
     yield plugin_host
     plugins.set_current_host(previous[0] if previous else None)
+
+
+def train_tiny_pair(root: Path, *, train_images: int = 6, val_images: int | None = 3, edge: int = 96,
+                    max_detections: int = 5, seed: int = 31, sets: tuple[str, ...] = ()) -> Path:
+    """Train both teachers (``--preset tiny``: random small models) for one epoch on a
+    generated 64-px dataset under ``root`` and return the experiment folder
+    (``root/exp``). The box teacher keeps every detection (thresholds 0, at most
+    ``max_detections`` per image), so what it predicts can be labelled and scored.
+    ``val_images=None`` trains without a validation file; ``sets`` are more ``--set``s."""
+    from teacherkit.config import resolve_config
+    from teacherkit.plugins import get_plugin_manager
+    from teacherkit.training.trainer import TeacherTrainer
+
+    root = Path(root)
+    train = make_coco_dataset(root / "train", num_images=train_images, size=(64, 64), seed=seed)
+    val = make_coco_dataset(root / "test", num_images=val_images, size=(64, 64), seed=seed + 1) if val_images else None
+    host = get_plugin_manager()
+    config = resolve_config(host.config_model(), preset="tiny", sets=[
+        "training.epochs=1", "training.batch_size=3", "training.num_workers=0",
+        f"teachers.grounding_dino.shortest_edge={edge}", f"teachers.grounding_dino.longest_edge={edge}",
+        "teachers.grounding_dino.box_threshold=0.0", "teachers.grounding_dino.text_threshold=0.0",
+        f"teachers.grounding_dino.max_detections={max_detections}", "teachers.sam.image_size=64", *sets])
+    TeacherTrainer(train, val, None, root / "exp", config, host=host, quiet=True).train()
+    return root / "exp"

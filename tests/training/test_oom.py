@@ -216,20 +216,10 @@ def labelled_experiment(tmp_path_factory):
     """Both tiny teachers, one epoch, and four unlabelled images."""
     from PIL import Image
 
-    from teacherkit.config import resolve_config
-    from teacherkit.plugins import get_plugin_manager
-    from teacherkit.testing import make_coco_dataset
-    from teacherkit.training.trainer import TeacherTrainer
+    from teacherkit.testing import train_tiny_pair
 
     root = tmp_path_factory.mktemp("oom-label")
-    train = make_coco_dataset(root / "train", num_images=3, size=(64, 64), seed=45)
-    host = get_plugin_manager()
-    config = resolve_config(host.config_model(), preset="tiny", sets=[
-        "training.epochs=1", "training.batch_size=3", "training.num_workers=0",
-        "teachers.grounding_dino.shortest_edge=64", "teachers.grounding_dino.longest_edge=64",
-        "teachers.grounding_dino.box_threshold=0.0", "teachers.grounding_dino.text_threshold=0.0",
-        "teachers.grounding_dino.max_detections=2", "teachers.sam.image_size=64"])
-    TeacherTrainer(train, None, None, root / "exp", config, host=host, quiet=True).train()
+    train_tiny_pair(root, train_images=3, val_images=None, edge=64, max_detections=2, seed=45)
     images = root / "unlabelled"
     images.mkdir()
     for i in range(4):
