@@ -90,7 +90,8 @@ def labelling_advice(batch_size: int, has_masks: bool) -> list[str]:
     """What lowers the memory of ``teacherkit label``, cheapest first."""
     steps = [f"a smaller batch: --batch-size {max(1, batch_size // 2)}"] if batch_size > 1 else []
     if has_masks:
-        steps.append("fewer boxes per image for SAM to segment: a higher --box-threshold")
+        steps.append("fewer boxes per image for SAM to segment: a higher --box-threshold (it changes the labels, "
+                     "so it needs a fresh run rather than --resume)")
     steps.append("--device cpu (slow, but bounded by the machine's memory)")
     return steps
 

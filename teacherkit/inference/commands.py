@@ -24,6 +24,9 @@ _Format = Annotated[str, typer.Option(
     "--format", help="coco (the COCO file only), yolo or yolo-seg (also an Ultralytics dataset: <stem>-yolo/).")]
 _ValFraction = Annotated[float, typer.Option(
     "--val-fraction", help="Share of the images in the YOLO dataset's val split (by sorted name, seeded).")]
+_Workers = Annotated[int | None, typer.Option(
+    "--workers", min=0, help="Processes reading and preprocessing the images, per labelling process "
+    "(default: 2, or 1 with one CPU; 0: read in the labelling process).")]
 _LinkImages = Annotated[str, typer.Option(
     "--link-images", help="How the YOLO dataset holds the images: symlink, hardlink or copy.")]
 
@@ -54,6 +57,7 @@ def label_command(
     val_fraction: _ValFraction = 0.0,
     link_images: _LinkImages = "symlink",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, no threshold line.")] = False,
+    workers: _Workers = None,
 ) -> None:
     """Pseudo-label a folder of images: boxes from the box teacher, masks from SAM when the
     experiment has it, written as one COCO file with scores (and as a YOLO dataset with
@@ -80,7 +84,7 @@ def label_command(
         check_format_output(request, target, overwrite=overwrite)
         report = label_images(exp, images, target, classes=names, overrides=overrides, batch_size=batch_size,
                               resume=resume, overwrite=overwrite, adapter_scale=adapter_scale, progress=update,
-                              score_thresholds=thresholds, ranks=ranks)
+                              score_thresholds=thresholds, ranks=ranks, workers=workers)
         if not ranks.main:
             return  # the other processes labelled their share; rank 0 merged and reports
         yolo = write_format(request, report.output, images, overwrite=overwrite)

@@ -72,12 +72,16 @@ class LoadedTeacher:
 
     def predict_samples(self, samples: Sequence[Sample]) -> list[list[dict[str, Any]]]:
         """Predictions for raw samples (one batch); see ``Teacher.predict``."""
+        return self.predict_prepared([self.preprocessor(s, train=False) for s in samples])
+
+    def predict_prepared(self, items: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+        """Predictions for samples this teacher's preprocessor already made into inputs
+        (``preprocessor(sample, train=False)``, e.g. in a DataLoader worker)."""
         import torch
 
         from teacherkit.data.samples import move_to_device
 
-        batch = self.preprocessor.collate([self.preprocessor(s, train=False) for s in samples])
-        batch = move_to_device(batch, self.device)
+        batch = move_to_device(self.preprocessor.collate(list(items)), self.device)
         with torch.no_grad():
             return self.teacher.predict(self.teacher.model, batch)
 
@@ -293,11 +297,16 @@ class Experiment:
 
 
 def predict_images(boxes: LoadedTeacher, masks: LoadedTeacher | None, images: Sequence[np.ndarray],
-                   image_ids: Iterable[int], class_name: Any = str) -> list[list[dict[str, Any]]]:
-    """Box teacher on ``images``, then (optionally) the mask teacher prompted by each box."""
+                   image_ids: Iterable[int], class_name: Any = str, *,
+                   prepared: Sequence[dict[str, Any]] | None = None) -> list[list[dict[str, Any]]]:
+    """Box teacher on ``images``, then (optionally) the mask teacher prompted by each box.
+    ``prepared``: the box teacher's inputs of ``empty_sample(image, image_id)``, when they
+    were made already (``teacherkit label``'s readers); the pixels are still needed for SAM."""
     ids = list(image_ids)
-    samples = [empty_sample(img, i) for img, i in zip(images, ids, strict=True)]
-    detections = boxes.predict_samples(samples)
+    if prepared is None:
+        detections = boxes.predict_samples([empty_sample(img, i) for img, i in zip(images, ids, strict=True)])
+    else:
+        detections = boxes.predict_prepared(prepared)
     results: list[list[dict[str, Any]]] = []
     for img, image_id, dets in zip(images, ids, detections, strict=True):
         dets = [dict(d, category_name=class_name(d["category_id"])) for d in dets]

@@ -1,6 +1,7 @@
-"""One batch of ``teacherkit label``: read the images, find boxes, keep those the class
-filter and the score cut keep, prompt SAM with the kept ones only, and turn the result into
-one shard record per image (its detections, or why it could not be labelled)."""
+"""One batch of ``teacherkit label``, its images read by
+:mod:`~teacherkit.inference.label_loader`: find boxes, keep those the class filter and the
+score cut keep, prompt SAM with the kept ones only, and turn the result into one shard
+record per image (its detections, or why it could not be labelled)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from teacherkit.errors import DataError
+from teacherkit.inference.label_loader import LoadedImage
 from teacherkit.inference.label_thresholds import ScoreThresholds
 from teacherkit.out_of_memory import is_out_of_memory
 
@@ -39,7 +38,7 @@ class Labeller:
         return kept, len(wanted) - len(kept)
 
 
-def label_or_explain(job: Labeller, chunk: list[Path], batch_size: int, partial: Path) -> list[dict[str, Any]]:
+def label_or_explain(job: Labeller, chunk: list[LoadedImage], batch_size: int, partial: Path) -> list[dict[str, Any]]:
     """:func:`label_chunk`, with an out-of-memory error turned into one message (naming the
     ``--batch-size`` and the shard file that keeps what is done)."""
     try:
@@ -65,44 +64,23 @@ def _out_of_memory(exc: BaseException, boxes: Any, masks: Any, batch_size: int, 
         culprit.spec.name, batch_size, culprit.device, doing="labelling",
         advice=labelling_advice(batch_size, has_masks=masks is not None),
         kept=f"The images labelled so far are kept in {partial}; continue with the same command plus --resume and "
-             "the changes above.",
+             "another --batch-size or --device. Settings that change the labels (--box-threshold) are refused on "
+             "--resume: for those, delete the partial files next to it and start over.",
     )
 
 
 
-def _read_pixels(path: Path, refused: set[Path]) -> tuple[np.ndarray | None, str | None]:
-    """An image's pixels, or why it cannot be labelled (the run goes on without it)."""
-    from teacherkit.data.image_files import ALLOW_HINT, bomb_reason, is_decompression_bomb
-    from teacherkit.data.samples import read_image
-
-    if path in refused:
-        return None, f"a link to a file outside --images; refused ({ALLOW_HINT})"
-    try:
-        return read_image(path), None
-    except DataError as exc:
-        return None, str(exc)
-    except Exception as exc:  # any decoder failure of one file must not stop the other images
-        if is_decompression_bomb(exc):
-            return None, f"{path}: {bomb_reason(exc)}"
-        return None, f"{path}: cannot read image: {type(exc).__name__}: {exc}"
-
-
-def label_chunk(job: Labeller, chunk: list[Path]) -> list[dict[str, Any]]:
-    """One shard record per image of ``chunk``: its detections, or why it failed."""
-    records: list[dict[str, Any]] = []
-    pixels, ok = [], []
-    for path in chunk:
-        image, reason = _read_pixels(path, job.refused)
-        if image is None:
-            records.append({"file_name": job.rel[path], "error": reason})
-        else:
-            pixels.append(image)
-            ok.append(path)
+def label_chunk(job: Labeller, chunk: list[LoadedImage]) -> list[dict[str, Any]]:
+    """One shard record per image of ``chunk``: its detections, or why it failed (failures
+    first, as the images were read)."""
+    records: list[dict[str, Any]] = [{"file_name": job.rel[item.path], "error": item.reason}
+                                     for item in chunk if item.pixels is None]
+    ok = [item for item in chunk if item.pixels is not None]
     if not ok:
         return records
-    for path, img, (kept, below) in zip(ok, pixels, predict_kept(job, pixels), strict=True):
-        h, w = img.shape[:2]
-        record = {"file_name": job.rel[path], "width": int(w), "height": int(h),
+    for item, (kept, below) in zip(ok, predict_kept(job, ok), strict=True):
+        h, w = item.pixels.shape[:2]
+        record = {"file_name": job.rel[item.path], "width": int(w), "height": int(h),
                   "detections": [{k: v for k, v in d.items() if k in _KEPT_FIELDS} for d in kept]}
         if below:
             record["below_threshold"] = below
@@ -110,12 +88,16 @@ def label_chunk(job: Labeller, chunk: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
-def predict_kept(job: Labeller, pixels: list[np.ndarray]) -> list[tuple[list[dict[str, Any]], int]]:
+def predict_kept(job: Labeller, images: list[LoadedImage]) -> list[tuple[list[dict[str, Any]], int]]:
     """Per image: the detections kept (with SAM's masks when the experiment has SAM), and
-    the number cut by score. SAM is prompted after the cut, so it segments kept boxes only."""
+    the number cut by score. SAM is prompted after the cut, so it segments kept boxes only.
+    The box teacher's inputs are those a reader built, when it did."""
     from teacherkit.inference.experiment import add_masks, predict_images
 
-    found = predict_images(job.boxes, None, pixels, range(len(pixels)), job.experiment.class_name)
+    pixels = [item.pixels for item in images]
+    prepared = [item.prepared for item in images]
+    found = predict_images(job.boxes, None, pixels, range(len(pixels)), job.experiment.class_name,
+                           prepared=prepared if all(p is not None for p in prepared) else None)
     results = []
     for image_id, (image, detections) in enumerate(zip(pixels, found, strict=True)):
         kept, below = job.split(detections)

@@ -1,0 +1,17 @@
+"""What every DataLoader worker of teacherkit shares, in training and in labelling.
+
+It lives outside :mod:`teacherkit.training` because inference (``label``'s image readers)
+must not import the training package.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: a worker ignores SIGINT/SIGTERM sent to the process
+    group, so the main process can finish its step or batch, save what it must and then
+    stop the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
