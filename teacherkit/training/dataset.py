@@ -1,4 +1,5 @@
-"""What training adds around the sample dataset: replay mixing and the resumable sampler.
+"""What training adds around the sample dataset: replay mixing, the resumable sampler and
+the epoch-keyed view persistent DataLoader workers read through.
 
 The dataset itself (:class:`teacherkit.data.samples.SampleDataset`), ``read_image`` and
 ``move_to_device`` live in :mod:`teacherkit.data.samples`, which evaluation and inference
@@ -19,8 +20,9 @@ from teacherkit.data.samples import SampleDataset, move_to_device, read_image, s
 from teacherkit.errors import DataError
 from teacherkit.types import Sample
 
-__all__ = ["CocoTrainDataset", "EpochSampler", "REPLAY_STREAM", "ReplayMix", "SampleDataset", "batches_per_epoch",
-           "move_to_device", "read_image", "remap_replay", "replay_category_map", "replay_count", "sample_seed"]
+__all__ = ["CocoTrainDataset", "EpochKeyed", "EpochSampler", "REPLAY_STREAM", "ReplayMix", "SampleDataset",
+           "batches_per_epoch", "move_to_device", "read_image", "remap_replay", "replay_category_map", "replay_count",
+           "sample_seed"]
 
 
 #: The old name, kept while callers move to :class:`teacherkit.data.samples.SampleDataset`.
@@ -139,14 +141,20 @@ class EpochSampler:
     ``world_size`` by repeating the first indices (as DistributedSampler does), takes this
     rank's share, and can start part-way (``start``, in samples of this rank) so a resumed
     run sees exactly the samples the interrupted one had not.
+
+    ``keyed`` yields ``(epoch, index)`` instead of ``index``, for a dataset read through
+    :class:`EpochKeyed`: the epoch then travels with each index to whichever process loads
+    it (a persistent DataLoader worker never sees ``set_epoch`` of the main process).
     """
 
-    def __init__(self, length: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, length: int, *, seed: int, shuffle: bool, rank: int = 0, world_size: int = 1,
+                 keyed: bool = False) -> None:
         self.length = length
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
+        self.keyed = keyed
         self.epoch = 0
         self.start = 0
 
@@ -164,11 +172,39 @@ class EpochSampler:
             order = np.concatenate([order, order[: total - self.length]])
         return [int(i) for i in order[self.rank : total : self.world_size]]
 
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start :])
+    def __iter__(self) -> Iterator[Any]:
+        chosen = self.indices()[self.start :]
+        if self.keyed:
+            return iter([(self.epoch, i) for i in chosen])
+        return iter(chosen)
 
     def __len__(self) -> int:
         return max(0, len(self.indices()) - self.start)
+
+
+class EpochKeyed:
+    """``dataset`` read by ``(epoch, index)`` keys (:class:`EpochSampler` with ``keyed``).
+
+    A persistent DataLoader worker holds its own copy of the dataset from the moment it
+    starts, so the epoch the main process sets never reaches it. Here the key carries the
+    epoch, and the copy that loads the sample moves to that epoch first: augmentation
+    seeds, :class:`ReplayMix`'s replay picks and ``augment_views`` then follow the epoch
+    exactly as with a loader built anew each epoch. ``set_epoch`` runs once per epoch per
+    copy (the replay draw is a permutation per epoch, not per sample).
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.preprocessor = dataset.preprocessor
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        if getattr(self.dataset, "epoch", None) != epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
 
 
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:

@@ -31,8 +31,9 @@ from teacherkit.training.checkpoint import (
     nonfinite_tensors,
     restore_rng_state,
 )
-from teacherkit.training.dataset import EpochSampler, batches_per_epoch, move_to_device
+from teacherkit.training.dataset import EpochKeyed, EpochSampler, batches_per_epoch, move_to_device
 from teacherkit.training.hooks import CheckpointHook, EarlyStoppingHook, EvaluationHook, Hook, LoggingHook
+from teacherkit.training.loaders import RunLoaders
 from teacherkit.training.settings import LoopSettings
 from teacherkit.training.state import PartialEpoch, TrainState
 from teacherkit.training.stopping import (
@@ -40,8 +41,8 @@ from teacherkit.training.stopping import (
     Interrupted,
     StopFlag,
     TrainingAborted,
-    ignore_stop_signals,
 )
+from teacherkit.workers import ignore_stop_signals
 
 __all__ = ["BASE_KEPT", "Interrupted", "LoopResult", "LoopSettings", "StopFlag", "TeacherLoop", "TrainingAborted",
            "ignore_stop_signals", "peak_memory_gib", "warmup_cosine"]
@@ -129,16 +130,9 @@ class TeacherLoop:
         self.consecutive_bad = 0
         self.epoch_images = self.images_seen = 0
         self.train_seconds = 0.0
-
-    def make_loader(self, dataset: Any, sampler: EpochSampler) -> Any:
-        import torch
-        from torch.utils.data import DataLoader
-
-        generator = torch.Generator().manual_seed(self.s.seed + sampler.epoch)  # worker seeds independent of torch RNG
-        return DataLoader(dataset, batch_size=self.s.batch_size, sampler=sampler,
-                          collate_fn=dataset.preprocessor.collate, num_workers=self.s.num_workers,
-                          pin_memory=self.acc.device.type == "cuda", generator=generator, persistent_workers=False,
-                          worker_init_fn=ignore_stop_signals if self.s.num_workers else None)
+        # one loader per split for the whole run (training, and validation through its hook)
+        self.loaders = RunLoaders(num_workers=settings.num_workers, seed=settings.seed,
+                                  pin_memory=accelerator.device.type == "cuda")
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> LoopResult:
@@ -165,6 +159,7 @@ class TeacherLoop:
                     raise self.stop.interrupted(
                         f"{self.teacher.spec.name}: stopped after epoch {epoch + 1}; continue with --resume")
         finally:
+            self.loaders.close()  # the workers ignore SIGINT/SIGTERM: they stop when told, here
             for hook in self.hooks:
                 hook.after_train(self)
         if self.stopping.best_epoch == 0 and self.state.epoch > 0:
@@ -180,7 +175,8 @@ class TeacherLoop:
             fused=acc.device.type == "cuda",  # one kernel for all parameters (measured in bench/)
         )
         self.sampler = EpochSampler(len(self.train_set), seed=s.seed, shuffle=True, rank=acc.process_index,
-                                    world_size=acc.num_processes)
+                                    world_size=acc.num_processes, keyed=True)
+        self.keyed_train_set = EpochKeyed(self.train_set)  # the epoch reaches persistent workers with each index
         self.per_epoch = batches_per_epoch(len(self.sampler), s.batch_size)
         total_updates = max(1, math.ceil(self.per_epoch / s.grad_accumulation) * s.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_updates, s.warmup_ratio))
@@ -216,9 +212,9 @@ class TeacherLoop:
         first_batch = self.state.batch if epoch == self.state.epoch else 0
         self.partial = self.state.partial if first_batch and self.state.partial else PartialEpoch()
         self.sampler.set_epoch(epoch, start=first_batch * s.batch_size)
-        self.train_set.set_epoch(epoch)
+        self.train_set.set_epoch(epoch)  # the main process's copy; the workers' copies follow the keys
         self.teacher.on_epoch_start(epoch)
-        loader = self.make_loader(self.train_set, self.sampler)
+        loader = self.loaders.get("train", self.keyed_train_set, s.batch_size, lambda: self.sampler)
         self.model.train()
         started, self.epoch_images = time.perf_counter(), 0
         batch_index = first_batch

@@ -149,10 +149,3 @@ class StopFlag:
 
     def check(self, global_step: int) -> bool:
         return self.requested or (self.after_steps is not None and global_step >= self.after_steps)
-
-
-def ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: a worker ignores SIGINT/SIGTERM sent to the process
-    group, so the main process can finish the step, save ``last`` and then stop it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)

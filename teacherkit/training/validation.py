@@ -61,9 +61,9 @@ def _predict(loop: TeacherLoop, val_set: Any, want_loss: bool) -> tuple[list[dic
     import torch
 
     acc, model = loop.acc, loop.model
-    sampler = EpochSampler(len(val_set), seed=0, shuffle=False, rank=acc.process_index,
-                           world_size=acc.num_processes)
-    loader = loop.make_loader(val_set, sampler)
+    # built at the first evaluation (epoch 0) and reused by every later one, workers and all
+    loader = loop.loaders.get("val", val_set, loop.s.batch_size, lambda: EpochSampler(
+        len(val_set), seed=0, shuffle=False, rank=acc.process_index, world_size=acc.num_processes))
     model.eval()
     predictions: list[dict[str, Any]] = []
     loss_sum, loss_count = 0.0, 0
