@@ -131,7 +131,9 @@ class MultiPreprocessor:
 
     def preprocess_batch(self, image: Any) -> dict[str, tuple[Any, dict[str, Any]]]:
         """``{teacher: (pixel tensor (1, 3, H, W), the rest of its batch)}`` for one RGB
-        image (an ``(H, W, 3)`` uint8 array, a PIL image or an image file path)."""
+        image (an ``(H, W, 3)`` uint8 array, a PIL image or an image file path). The pixels
+        are uint8, resized and padded, as workers ship them; the teacher's ``forward`` and
+        ``predict`` normalise them on its device."""
         sample = _sample_of(image)
         out: dict[str, tuple[Any, dict[str, Any]]] = {}
         for name, pre in self.preprocessors.items():

@@ -87,7 +87,10 @@ class Preprocessor(Protocol):
     It runs inside DataLoader workers, so it must be picklable and must not touch
     the GPU. ``collate`` stacks/pads a list of its outputs into one batch dict; the
     batch may keep non-tensor metadata (original sizes, image ids) for mapping
-    predictions back to the original image.
+    predictions back to the original image. Everything in the batch crosses shared
+    memory and the copy to the device, so ship it compact (uint8 pixels, sizes rather
+    than per-pixel padding masks) and let :meth:`Teacher.forward` / :meth:`Teacher.predict`
+    finish it on the device, as the built-in teachers do.
     """
 
     def __call__(self, sample: Sample, *, train: bool) -> dict[str, Any]: ...
@@ -130,7 +133,9 @@ class Teacher:
     # -- training / inference -------------------------------------------------------
     def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:
         """Run ``model`` (``self.model`` or its wrapper) on a collated batch; the
-        result goes to the loss function."""
+        result goes to the loss function. The batch is what ``collate`` returned, moved
+        to the device: this method (and :meth:`predict`) is where device-side
+        preparation (normalising uint8 pixels, building padding masks) happens."""
         raise NotImplementedError
 
     def predict(self, model: torch.nn.Module, batch: dict[str, Any]) -> list[list[dict[str, Any]]]:

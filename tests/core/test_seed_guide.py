@@ -67,6 +67,8 @@ def test_one_preprocessor_for_the_required_models(monkeypatch):
     assert set(out) == {"grounding_dino", "sam"}
     for name, (tensor, meta) in out.items():
         assert tensor.ndim == 4 and tensor.shape[:2] == (1, 3), name
+        assert str(tensor.dtype) == "torch.uint8", name  # shipped compact; the teacher normalises on its device
+        assert "image_sizes" in meta, name  # what the device step needs to finish the batch
         assert isinstance(meta, dict)
     assert "input_ids" in out["grounding_dino"][1]  # the prompt travels with the pixels
 

@@ -1,7 +1,11 @@
 """Raw sample → Grounding DINO inputs, and batches of them.
 
 Runs in DataLoader workers: the object holds only numbers and token lists (picklable),
-does no GPU work, and imports torch lazily.
+does no GPU work, and imports torch lazily. Workers ship the resized image as uint8 (a
+quarter of float32's bytes through shared memory and the copy to the device) with each
+image's size; :func:`finish_batch`, called by the teacher once the batch is on its
+device, normalises the pixels and builds the padding mask there (a ``(B, H, W)`` int64
+mask would otherwise travel as 8 bytes per pixel).
 
 Boxes become normalised ``(cx, cy, w, h)`` relative to the *unpadded* resized image,
 which is what the model predicts: its reference points are scaled by each image's
@@ -11,6 +15,7 @@ original image is then a multiplication by its width and height.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -44,12 +49,15 @@ def xywh_to_normalised_cxcywh(boxes: np.ndarray, height: int, width: int) -> np.
 class GroundingDinoPreprocessor:
     """``pre(sample, train=...)`` → one item; ``pre.collate(items)`` → a batch.
 
-    Batch keys: ``pixel_values (B,3,H,W)``, ``pixel_mask (B,H,W)``, ``input_ids``,
+    Batch keys: ``pixel_values (B,3,H,W)`` uint8 (zero padded bottom/right),
+    ``image_sizes (B,2)`` int64 (each image's ``(h, w)`` inside the padding), ``input_ids``,
     ``attention_mask``, ``token_type_ids`` (``(B,T)``, each sample's prompt padded with
     ``[PAD]``), ``labels`` (per image ``class_labels`` = phrase index in its prompt and
     ``boxes``), ``phrase_classes`` (per image, phrase → class index), ``prompt_chunks``
     (the prompts that together hold every class, for prediction), and plain metadata
-    ``image_ids``, ``orig_sizes`` and ``input_sizes`` as ``(h, w)``.
+    ``image_ids``, ``orig_sizes`` and ``input_sizes`` as ``(h, w)``. :meth:`finish`
+    (:func:`finish_batch`) turns the pixels into the model's normalised ``pixel_values``
+    and ``pixel_mask (B,H,W)``.
     """
 
     def __init__(
@@ -69,7 +77,8 @@ class GroundingDinoPreprocessor:
 
     # -- one sample -------------------------------------------------------------------------
     def image_tensor(self, image: np.ndarray) -> Any:
-        """Resize (bilinear) and normalise an ``(H, W, 3)`` uint8 image to ``(3, h, w)`` float."""
+        """Resize (bilinear, on the uint8 image as before) an ``(H, W, 3)`` image to a
+        ``(3, h, w)`` uint8 tensor; normalisation waits for the device (:func:`finish_batch`)."""
         import torch
         from PIL import Image
 
@@ -78,8 +87,11 @@ class GroundingDinoPreprocessor:
         pil = Image.fromarray(np.ascontiguousarray(image[..., :3]))
         if (new_h, new_w) != (height, width):
             pil = pil.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        array = np.asarray(pil, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        return torch.from_numpy((array - self.image_mean) / self.image_std)
+        return torch.from_numpy(np.ascontiguousarray(np.asarray(pil, dtype=np.uint8).transpose(2, 0, 1)))
+
+    def finish(self, batch: dict[str, Any], dtype: Any = None) -> dict[str, Any]:
+        """:func:`finish_batch` with this preprocessor's mean and std."""
+        return finish_batch(batch, self.image_mean, self.image_std, dtype)
 
     def __call__(self, sample: dict[str, Any], *, train: bool) -> dict[str, Any]:
         import torch
@@ -117,17 +129,15 @@ class GroundingDinoPreprocessor:
         batch_size = len(items)
         max_h = max(int(it["pixel_values"].shape[1]) for it in items)
         max_w = max(int(it["pixel_values"].shape[2]) for it in items)
-        pixel_values = torch.zeros(batch_size, 3, max_h, max_w, dtype=torch.float32)
-        pixel_mask = torch.zeros(batch_size, max_h, max_w, dtype=torch.long)
+        pixel_values = torch.zeros(batch_size, 3, max_h, max_w, dtype=torch.uint8)
         for i, it in enumerate(items):
             _, h, w = it["pixel_values"].shape
             pixel_values[i, :, :h, :w] = it["pixel_values"]
-            pixel_mask[i, :h, :w] = 1
         prompts: list[Prompt] = [it["prompt"] for it in items]
         input_ids, attention_mask = pad_prompts(prompts)
         return {
             "pixel_values": pixel_values,
-            "pixel_mask": pixel_mask,
+            "image_sizes": torch.as_tensor([it["input_size"] for it in items], dtype=torch.long).reshape(-1, 2),
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "token_type_ids": torch.zeros_like(input_ids),
@@ -162,3 +172,54 @@ def pad_prompts(prompts: Sequence[Prompt]) -> tuple[Any, Any]:
         input_ids[i, : len(p)] = torch.as_tensor(p.input_ids, dtype=torch.long)
         attention_mask[i, : len(p)] = 1
     return input_ids, attention_mask
+
+
+def finish_batch(batch: dict[str, Any], image_mean: Any, image_std: Any, dtype: Any = None) -> dict[str, Any]:
+    """The batch with model-ready ``pixel_values`` and ``pixel_mask``, computed where the
+    batch is (the device, after the copy).
+
+    uint8 ``pixel_values`` become ``(x / 255 - mean) / std`` in float32 (the operations,
+    in the order, of the former worker-side numpy code, so the values are the same bits),
+    zero on the padding, then cast to ``dtype`` (the model's input dtype; ``None`` keeps
+    float32); ``pixel_mask`` (int64, 1 inside each image) comes from ``image_sizes``. A
+    batch whose pixels are already floating point (finished, or built by hand with a
+    ``pixel_mask``) is returned as it is, so finishing twice is harmless.
+    """
+    import torch
+
+    pixels = batch["pixel_values"]
+    if pixels.is_floating_point():
+        return batch
+    scale, mean, std = _normalisation_constants(
+        (255.0, 255.0, 255.0), tuple(np.asarray(image_mean, np.float64).ravel()),
+        tuple(np.asarray(image_std, np.float64).ravel()), pixels.device,
+    )
+    valid = padding_mask(batch["image_sizes"], pixels.shape[-2], pixels.shape[-1])
+    normalised = pixels.to(torch.float32).div_(scale).sub_(mean).div_(std)
+    normalised.masked_fill_(~valid[:, None], 0.0)  # the padding was 0 after normalisation
+    if dtype is not None:
+        normalised = normalised.to(dtype)
+    return {**batch, "pixel_values": normalised, "pixel_mask": valid.to(torch.long)}
+
+
+@functools.lru_cache(maxsize=16)
+def _normalisation_constants(*args: Any) -> tuple[Any, ...]:
+    """``(1, 3, 1, 1)`` float32 tensors of each 3-tuple in ``args[:-1]``, on the device
+    ``args[-1]``, made once: copying them from the host every batch would wait for the
+    device each time. Tensors, not Python numbers: CUDA divides by a host scalar as a
+    multiplication by its reciprocal, which can be one bit off the workers' former division."""
+    import torch
+
+    *values, device = args
+    return tuple(torch.as_tensor(np.asarray(v, np.float32).reshape(1, 3, 1, 1), device=device) for v in values)
+
+
+def padding_mask(image_sizes: Any, height: int, width: int) -> Any:
+    """``(B, height, width)`` bool, true inside each image's ``(h, w)`` of ``image_sizes``
+    ``(B, 2)`` (top-left aligned), built on ``image_sizes``' device without reading it."""
+    import torch
+
+    sizes = torch.as_tensor(image_sizes).reshape(-1, 2)
+    rows = torch.arange(height, device=sizes.device)[None, :] < sizes[:, :1]
+    cols = torch.arange(width, device=sizes.device)[None, :] < sizes[:, 1:]
+    return rows[:, :, None] & cols[:, None, :]

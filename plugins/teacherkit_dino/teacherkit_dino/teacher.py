@@ -29,7 +29,7 @@ from teacherkit_dino.modeling import (
     save_base,
 )
 from teacherkit_dino.postprocess import Candidates, score_chunk, to_detections
-from teacherkit_dino.preprocess import GroundingDinoPreprocessor
+from teacherkit_dino.preprocess import GroundingDinoPreprocessor, finish_batch
 from teacherkit_dino.prompts import PromptBuilder
 from teacherkit_dino.tokenizer import token_ids
 
@@ -61,7 +61,8 @@ class GroundingDinoTeacher(Teacher):
 
     # -- asked for by the core's default preprocessor and loss hooks ----------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
-        """Resize, normalise, pad, and build each sample's prompt (see ``preprocess.py``)."""
+        """Resize and pad (uint8), and build each sample's prompt (see ``preprocess.py``);
+        :meth:`forward` and :meth:`predict` normalise on the device."""
         return GroundingDinoPreprocessor(
             self.prompts, image_mean=self.base.image_mean, image_std=self.base.image_std,
             shortest_edge=self.config.shortest_edge, longest_edge=self.config.longest_edge,
@@ -73,7 +74,17 @@ class GroundingDinoTeacher(Teacher):
         return GroundingDinoLoss.from_model_config(self.hf_model.config)
 
     # -- training / inference -------------------------------------------------------------
+    def finish_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The collated batch, on its device, with normalised ``pixel_values`` in the
+        backbone's dtype and the ``pixel_mask`` (:func:`teacherkit_dino.preprocess.finish_batch`).
+        Training, validation, evaluation and prediction all reach the model through
+        :meth:`forward` or :meth:`predict`, which call it first."""
+        backbone = self.hf_model.model.backbone
+        dtype = next(backbone.parameters()).dtype
+        return finish_batch(batch, self.base.image_mean, self.base.image_std, dtype)
+
     def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> Any:
+        batch = self.finish_batch(batch)
         with msda.shape_checks_off():  # twelve host waits per forward otherwise (see msda)
             return model(
                 pixel_values=batch["pixel_values"], pixel_mask=batch["pixel_mask"], input_ids=batch["input_ids"],
@@ -84,6 +95,7 @@ class GroundingDinoTeacher(Teacher):
     def predict(self, model: torch.nn.Module, batch: dict[str, Any]) -> list[list[dict[str, Any]]]:
         """Run every prompt chunk over the batch and merge (see :mod:`teacherkit_dino.postprocess`)."""
         cfg = self.config
+        batch = self.finish_batch(batch)
         pixel_values = batch["pixel_values"]
         batch_size = pixel_values.shape[0]
         per_image = [Candidates([], [], []) for _ in range(batch_size)]

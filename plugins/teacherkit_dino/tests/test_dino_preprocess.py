@@ -40,13 +40,17 @@ def test_sample_and_batch_layout():
     assert items[1]["pixel_values"].shape == (3, 96, 48)  # long side capped at 96
     assert len(items[0]["boxes"]) == 1  # crowd box dropped
     batch = pre.collate(items)
-    assert batch["pixel_values"].shape == (2, 3, 96, 85)
+    assert batch["pixel_values"].shape == (2, 3, 96, 85) and batch["pixel_values"].dtype == torch.uint8
+    assert "pixel_mask" not in batch and batch["image_sizes"].tolist() == [[64, 85], [96, 48]]
+    batch = teacher.finish_batch(batch)  # what forward/predict do on the device
     assert batch["pixel_mask"][0, :64, :85].all() and not batch["pixel_mask"][0, 64:].any()
     assert batch["pixel_mask"][1, :, :48].all() and not batch["pixel_mask"][1, :, 48:].any()
+    assert not batch["pixel_values"][1, :, :, 48:].any()  # padding is 0 after normalisation
     # Normalisation from the processor settings: a mid-grey pixel of 0.5 maps to (0.5-mean)/std.
-    grey = pre.image_tensor(np.full((64, 64, 3), 128, dtype=np.uint8))
+    grey = pre.collate([pre(random_sample(rng, 3, [], size=(64, 64)) | {"image": np.full((64, 64, 3), 128, np.uint8)},
+                            train=False)])
     expected = (128 / 255 - np.asarray(teacher.base.image_mean)) / np.asarray(teacher.base.image_std)
-    np.testing.assert_allclose(grey[:, 0, 0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(pre.finish(grey)["pixel_values"][0, :, 0, 0].numpy(), expected, rtol=1e-5)
     assert batch["orig_sizes"] == [(48, 64), (96, 48)] and batch["image_ids"] == [1, 2]
     label = batch["labels"][0]
     assert label["class_labels"].tolist() == [teacher.prompts.full.phrase_of()[0]]

@@ -1,8 +1,10 @@
 """SAM preprocessing: one :class:`teacherkit.types.Sample` to model inputs, and
 collation of several into a batch.
 
-An image is resized so its longest side is ``image_size`` (SAM's rounding), SAM-normalised,
-and zero-padded bottom/right to a square; masks follow into the same frame as
+An image is resized so its longest side is ``image_size`` (SAM's rounding) and
+zero-padded bottom/right to a square, as uint8: SAM's normalisation waits until the
+batch is on the device (:func:`finish_pixels`, called by the teacher), so workers ship a
+quarter of float32's bytes. Masks follow into the same frame as
 soft (area-averaged) uint8 targets; prompts are scaled by the same factors. Per
 image, training keeps at most ``max_instances`` instances with non-empty masks (a
 seeded sample); evaluation keeps every instance, prompted by its exact box.
@@ -19,6 +21,7 @@ GPU work. Metadata stays plain python; tensors are only built in :meth:`collate`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Sequence
@@ -158,28 +161,29 @@ class SamPreprocessor:
         return np.array([x0, y0, x0 + 1, y0 + 1], dtype=np.float32)
 
     def _pixels(self, image: np.ndarray, resized: tuple[int, int]) -> np.ndarray:
+        """The image resized (bilinear, on uint8) into the top-left of a zero ``(3, size,
+        size)`` uint8 square. An image of another dtype is rounded and clipped to 0..255
+        first (samples are read as uint8; the resize needed uint8 already)."""
         from PIL import Image
 
         h, w = resized
+        if image.dtype != np.uint8:
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
         if (h, w) != image.shape[:2]:
             image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), Image.BILINEAR))
-        mean = np.array(self.mean, dtype=np.float32) * 255
-        std = np.array(self.std, dtype=np.float32) * 255
-        out = np.zeros((3, self.image_size, self.image_size), dtype=np.float32)
-        if image.dtype != np.uint8:
-            out[:, :h, :w] = ((image.astype(np.float32) - mean) / std).transpose(2, 0, 1)
-            return out
-        # a uint8 image has 256 values per channel: normalise them once (the same float32
-        # operations, so the same values) and look each channel up straight into place
-        table = (np.arange(256, dtype=np.float32)[:, None] - mean) / std  # (256, 3)
-        for c in range(3):
-            np.take(np.ascontiguousarray(table[:, c]), image[:, :, c], out=out[c, :h, :w], mode="clip")
+        out = np.zeros((3, self.image_size, self.image_size), dtype=np.uint8)
+        out[:, :h, :w] = image.transpose(2, 0, 1)
         return out
+
+    def finish(self, pixel_values: Any, image_sizes: Any, dtype: Any = None) -> Any:
+        """:func:`finish_pixels` with this preprocessor's mean and std."""
+        return finish_pixels(pixel_values, image_sizes, self.mean, self.std, dtype)
 
     # -- a batch ------------------------------------------------------------------------
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Stack items; pad instances to the batch's largest count (at least one) with
         ``instance_valid`` marking real ones, so every image shares one decoder call.
+        ``pixel_values`` stay uint8 ``(B, 3, size, size)`` (see :func:`finish_pixels`).
         ``instance_index`` lists the real ones' flat positions and ``image_sizes`` each
         image's (height, width) inside the padded square: the loss reads both on the
         device without waiting on it, and never needs a per-pixel region mask."""
@@ -231,3 +235,40 @@ class SamPreprocessor:
             "resized_sizes": [it["resized_size"] for it in items],
             "cache_keys": [it["cache_key"] for it in items],
         }
+
+
+def finish_pixels(pixel_values: Any, image_sizes: Any, mean: Any, std: Any, dtype: Any = None) -> Any:
+    """SAM's normalised encoder input from collated uint8 ``pixel_values`` ``(B, 3, S, S)``,
+    computed where they are (the device, after the copy).
+
+    ``(x - 255 mean) / (255 std)`` in float32 (the former worker-side arithmetic, so the
+    same bits), zero outside each image's ``(h, w)`` of ``image_sizes`` ``(B, 2)`` (the
+    padding was 0 after normalisation), then cast to ``dtype`` (the encoder's; ``None``
+    keeps float32). Floating-point ``pixel_values`` are taken as already normalised and
+    returned as they are.
+    """
+    import torch
+
+    if pixel_values.is_floating_point():
+        return pixel_values
+    device = pixel_values.device
+    offset, scale = _scaled_constants(tuple(float(v) for v in mean), tuple(float(v) for v in std), device)
+    sizes = torch.as_tensor(image_sizes).to(device).reshape(-1, 2)
+    height, width = pixel_values.shape[-2:]
+    rows = torch.arange(height, device=device)[None, :] < sizes[:, :1]
+    cols = torch.arange(width, device=device)[None, :] < sizes[:, 1:]
+    outside = ~(rows[:, :, None] & cols[:, None, :])
+    normalised = pixel_values.to(torch.float32).sub_(offset).div_(scale).masked_fill_(outside[:, None], 0.0)
+    return normalised if dtype is None else normalised.to(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _scaled_constants(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
+    """``255 mean`` and ``255 std`` as ``(1, 3, 1, 1)`` float32 tensors on ``device``, made
+    once (a host copy every batch would wait for the device). Computed in float32 on the
+    host as the workers did; tensors, not Python numbers, because CUDA divides by a host
+    scalar through its reciprocal (possibly one bit off the division)."""
+    import torch
+
+    return tuple(torch.as_tensor((np.asarray(v, np.float32) * 255).reshape(1, 3, 1, 1), device=device)
+                 for v in (mean, std))

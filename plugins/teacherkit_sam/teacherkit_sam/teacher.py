@@ -20,7 +20,7 @@ from teacherkit_sam.loading import (
     tuning_mode,
 )
 from teacherkit_sam.loss import SamLoss
-from teacherkit_sam.preprocess import SamPreprocessor
+from teacherkit_sam.preprocess import SamPreprocessor, finish_pixels
 
 log = logging.getLogger(__name__)
 
@@ -124,23 +124,57 @@ class SamTeacher(Teacher):
     def forward(self, model: Any, batch: dict[str, Any]) -> dict[str, Any]:
         """Run ``model`` (this teacher's module or its DDP wrapper) on a batch.
 
+        The batch's uint8 pixels are normalised here, on their device (:meth:`encoder_input`);
+        training, validation, evaluation and prediction all pass through this method.
         With a cached encoder the wrapper is still called, with ``image_embeddings``
-        instead of pixels, so DDP sees every forward it must synchronise."""
+        instead of pixels, so DDP sees every forward it must synchronise; only the images
+        the cache lacks are normalised, and the cache keys (the workers' hashes of the
+        original images) are unchanged."""
         kwargs: dict[str, Any] = {"multimask_output": bool(batch.get("multimask", False))}
         if batch.get("prompt_kind", "box") == "box":
             kwargs["input_boxes"] = batch["input_boxes"]
         else:
             kwargs["input_points"] = batch["input_points"]
             kwargs["input_labels"] = batch["input_labels"]
-        pixels = batch["pixel_values"]
         if self.uses_cache:
-            kwargs["image_embeddings"] = self.cache.embeddings(batch["cache_keys"], pixels, self._encode)
+            import torch
+
+            pixels = batch["pixel_values"]
+            # the cache hands its encode function the rows it lacks: give it row numbers,
+            # so only those images are normalised and encoded
+            rows = torch.arange(pixels.shape[0], device=pixels.device)
+
+            def encode(missing: Any) -> Any:
+                return self._encode(self.encoder_input(batch, missing))
+
+            kwargs["image_embeddings"] = self.cache.embeddings(batch["cache_keys"], rows, encode)
         else:
-            kwargs["pixel_values"] = pixels
+            kwargs["pixel_values"] = self.encoder_input(batch)
         out = model(**kwargs)
         return {"pred_masks": out.pred_masks, "iou_scores": out.iou_scores}
 
+    def encoder_input(self, batch: dict[str, Any], rows: Any = None) -> Any:
+        """The image encoder's input for the batch (or its ``rows``): normalised on the
+        batch's device in the encoder's dtype (:func:`teacherkit_sam.preprocess.finish_pixels`)."""
+        pixels = batch["pixel_values"]
+        if pixels.is_floating_point():  # already normalised (a batch built by hand)
+            return pixels if rows is None else pixels[rows]
+        sizes = batch.get("image_sizes")
+        if sizes is None:  # a batch from before image_sizes: the host list has the same numbers
+            sizes = batch["resized_sizes"]
+        import torch
+
+        sizes = torch.as_tensor(sizes, device=pixels.device)
+        if rows is not None:
+            pixels, sizes = pixels[rows], sizes[rows]
+        dtype = next(self.sam.vision_encoder.parameters()).dtype
+        return finish_pixels(pixels, sizes, self.settings.mean, self.settings.std, dtype)
+
     def _encode(self, pixel_values: Any) -> Any:
+        """Image embeddings of normalised pixels (:meth:`encoder_input` of a batch)."""
+        if not pixel_values.is_floating_point():
+            raise TypeError("SamTeacher._encode takes normalised pixels; pass teacher.encoder_input(batch), "
+                            "not the collated uint8 pixel_values")
         encoder = self.sam.vision_encoder
         dtype = next(encoder.parameters()).dtype
         return encoder(pixel_values.to(dtype)).last_hidden_state

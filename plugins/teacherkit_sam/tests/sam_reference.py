@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from teacherkit_sam.masks import resized_shape
-from teacherkit_sam.preprocess import SamPreprocessor
+from teacherkit_sam.preprocess import SAM_MEAN, SAM_STD, SamPreprocessor, finish_pixels
 from teacherkit_sam.prompts import PAD_LABEL, jitter_box, make_rng, select_instances
 
 
@@ -132,12 +132,18 @@ def targets_mismatch(fast: np.ndarray, reference: np.ndarray) -> str | None:
     return f"instances {lost} empty on one side only" if lost else None
 
 
-def preprocessing_mismatches(fast: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+def preprocessing_mismatches(fast: dict[str, Any], reference: dict[str, Any], *, mean: Any = SAM_MEAN,
+                             std: Any = SAM_STD) -> list[str]:
     """Where one preprocessed sample differs from the reference's: prompts exactly (same
-    seed, so the same instances, jitter and points), pixels to 1e-5, targets as
+    seed, so the same instances, jitter and points), pixels to 1e-5 once the fast path's
+    uint8 pixels are normalised as the teacher does on the device, targets as
     :func:`targets_mismatch` allows."""
+    import torch
+
     out = [key for key in ("boxes", "points", "point_labels") if not np.array_equal(fast[key], reference[key])]
-    pixels = np.abs(np.asarray(fast["pixel_values"]) - reference["pixel_values"]).max(initial=0)
+    shipped = torch.from_numpy(fast["pixel_values"][None])
+    fast_pixels = finish_pixels(shipped, [fast["resized_size"]], mean, std)[0].numpy()
+    pixels = np.abs(fast_pixels - reference["pixel_values"]).max(initial=0)
     if pixels > 1e-5:
         out.append(f"pixel_values differ by {pixels:g}")
     targets = targets_mismatch(np.asarray(fast["targets"]), reference["targets"])

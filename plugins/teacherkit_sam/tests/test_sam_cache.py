@@ -122,14 +122,15 @@ def test_with_the_default_augmentation_a_repeated_view_is_served_from_the_cache(
             items.append(pre(view, train=True))
         return pre.collate(items)
 
-    first = teacher.cache.embeddings(epoch_batch(0)["cache_keys"], epoch_batch(0)["pixel_values"], teacher._encode)
+    first_batch = epoch_batch(0)
+    first = teacher.cache.embeddings(first_batch["cache_keys"], teacher.encoder_input(first_batch), teacher._encode)
     assert teacher.cache.stats()["misses"] == len(shapes_samples)
     teacher.cache.reset_stats()
     again = epoch_batch(views)  # the same view, other prompts
     assert not torch.equal(again["input_boxes"], epoch_batch(0)["input_boxes"])
-    served = teacher.cache.embeddings(again["cache_keys"], again["pixel_values"], teacher._encode)
+    served = teacher.cache.embeddings(again["cache_keys"], teacher.encoder_input(again), teacher._encode)
     assert teacher.cache.stats()["hits"] == len(shapes_samples)
     torch.testing.assert_close(served, first, rtol=0, atol=0)
     other = epoch_batch(1)
-    teacher.cache.embeddings(other["cache_keys"], other["pixel_values"], teacher._encode)
+    teacher.cache.embeddings(other["cache_keys"], teacher.encoder_input(other), teacher._encode)
     assert teacher.cache.stats()["misses"] == len(shapes_samples)  # view 1: new inputs

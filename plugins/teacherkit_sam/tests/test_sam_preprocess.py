@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from sam_helpers import make_sample
 
 from teacherkit.data.masks import segmentation_to_mask
@@ -29,9 +30,12 @@ def test_resize_pad_normalise_and_scaled_boxes():
     out = pre(make_sample(masks), train=False)
     h, w = out["resized_size"]
     assert (h, w) == resized_shape(60, 200, 128) == (38, 128)
-    assert out["pixel_values"].shape == (3, 128, 128)
-    assert np.all(out["pixel_values"][:, h:, :] == 0)  # padding bottom only, after normalisation
-    assert out["pixel_values"][:, :h].std() > 0.1
+    assert out["pixel_values"].shape == (3, 128, 128) and out["pixel_values"].dtype == np.uint8
+    batch = pre.collate([out])
+    pixels = pre.finish(batch["pixel_values"], batch["image_sizes"])  # on the device, in training
+    assert pixels.dtype == torch.float32
+    assert bool((pixels[0, :, h:, :] == 0).all())  # padding bottom only, after normalisation
+    assert float(pixels[0, :, :h].std()) > 0.1
     scale = np.array([128 / 200, 38 / 60] * 2, np.float32)
     expected = np.array([[0, 5, 6, 15], [4, 6, 10, 16]], np.float32) * scale
     np.testing.assert_allclose(out["boxes"], expected, rtol=1e-5)

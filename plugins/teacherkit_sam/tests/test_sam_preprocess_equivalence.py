@@ -159,9 +159,21 @@ def test_preprocessing_matches_the_reference(samples, prompt, num_points, num_ne
 
 
 def test_pixels_are_bit_identical_for_uint8_and_follow_the_formula_otherwise():
+    """The workers' uint8 pixels, normalised as the teacher does on the device, equal the
+    reference's float32 pixels bit for bit; a float image of whole values gives the same."""
+    import torch
+
+    from teacherkit_sam.preprocess import finish_pixels
+
     pre = SamPreprocessor(image_size=160)
     image = np.random.default_rng(1).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+
+    def finished(img, resized):
+        shipped = pre._pixels(img, resized)
+        assert shipped.dtype == np.uint8
+        return finish_pixels(torch.from_numpy(shipped[None]), [resized], pre.mean, pre.std)[0].numpy()
+
     for resized in [(96, 160), (90, 150)]:
-        np.testing.assert_array_equal(pre._pixels(image, resized), reference_pixels(pre, image, resized))
+        np.testing.assert_array_equal(finished(image, resized), reference_pixels(pre, image, resized))
     as_float = image.astype(np.float32)
-    np.testing.assert_array_equal(pre._pixels(as_float, (90, 150)), reference_pixels(pre, as_float, (90, 150)))
+    np.testing.assert_array_equal(finished(as_float, (90, 150)), reference_pixels(pre, as_float, (90, 150)))
