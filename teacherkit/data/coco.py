@@ -5,6 +5,12 @@ smaller than ``json.load`` plus dicts) and keeps pycocotools' meaning of every f
 segmentations stay polygons, compressed RLE (``str`` counts) or uncompressed RLE (list
 counts), ``iscrowd`` defaults to 0.
 
+Segmentations stay JSON bytes (:class:`msgspec.Raw`, views into the file's bytes) until a
+reader asks for ``ann.segmentation``, which decodes them every time: a train2017 file's
+polygons as Python floats take gigabytes, and objects that a forked DataLoader worker
+never writes to keep sharing the parent's pages. Each is type-checked once at load, one
+at a time, so a file with a malformed segmentation is refused at load as before.
+
 Loading is lenient about what :mod:`teacherkit.data.validate` reports as problems of
 content (a box outside its image, a zero-area polygon), so training on a slightly
 imperfect file works, but refuses what would make the dataset silently wrong: undecodable
@@ -39,8 +45,50 @@ class CocoImage(msgspec.Struct, omit_defaults=True):
     height: int
 
 
-class CocoAnnotation(msgspec.Struct, omit_defaults=True):
-    """One entry of ``annotations``; absent optional fields are ``None``."""
+#: The stored segmentation of an annotation that has none.
+NO_SEGMENTATION = msgspec.Raw(b"null")
+# strict=False as the whole-file decode: numbers written as strings become floats
+_SEGMENTATION = msgspec.json.Decoder(Segmentation | None, strict=False)
+
+
+def decode_segmentation(stored: Any) -> Segmentation | None:
+    """A stored segmentation as Python values: JSON bytes are decoded (a new object each
+    time), a value built from Python data is returned as it is."""
+    if type(stored) is msgspec.Raw:
+        return _SEGMENTATION.decode(stored)
+    return stored
+
+
+class CocoAnnotation(msgspec.Struct, omit_defaults=True, gc=False):  # no cycles: a million stay off the GC's lists
+    """One entry of ``annotations``; absent optional fields are ``None``.
+
+    ``segmentation`` is decoded on each access from ``segmentation_json`` (the field's
+    JSON bytes as found in the file, or the value itself when built with
+    :meth:`CocoDataset.from_dict`); a caller that reads it several times keeps the result."""
+
+    id: int
+    image_id: int
+    category_id: int
+    bbox: list[float] | None = None
+    segmentation_json: msgspec.Raw = msgspec.field(default=NO_SEGMENTATION, name="segmentation")
+    area: float | None = None
+    iscrowd: int = 0
+    keypoints: list[float] | None = None
+    num_keypoints: int | None = None
+    score: float | None = None  # present in detection results / pseudo-labels
+
+    @property
+    def segmentation(self) -> Segmentation | None:
+        return decode_segmentation(self.segmentation_json)
+
+    @segmentation.setter
+    def segmentation(self, value: Segmentation | None) -> None:
+        self.segmentation_json = NO_SEGMENTATION if value is None else value
+
+
+class _PythonAnnotation(msgspec.Struct):
+    """:class:`CocoAnnotation` with its segmentation as Python values, for
+    :meth:`CocoDataset.from_dict` (``msgspec.convert`` cannot make ``Raw``)."""
 
     id: int
     image_id: int
@@ -51,7 +99,12 @@ class CocoAnnotation(msgspec.Struct, omit_defaults=True):
     iscrowd: int = 0
     keypoints: list[float] | None = None
     num_keypoints: int | None = None
-    score: float | None = None  # present in detection results / pseudo-labels
+    score: float | None = None
+
+    def typed(self) -> CocoAnnotation:
+        return CocoAnnotation(self.id, self.image_id, self.category_id, self.bbox,
+                              NO_SEGMENTATION if self.segmentation is None else self.segmentation,  # type: ignore[arg-type]
+                              self.area, self.iscrowd, self.keypoints, self.num_keypoints, self.score)
 
 
 class CocoCategory(msgspec.Struct, omit_defaults=True):
@@ -70,6 +123,13 @@ class _CocoFile(msgspec.Struct):
     annotations: list[CocoAnnotation] = msgspec.field(default_factory=list)
     info: Any = msgspec.UNSET
     licenses: Any = msgspec.UNSET
+
+
+class _PythonFile(_CocoFile):
+    """The file with every segmentation decoded (from Python data, and to word the error
+    of a malformed one exactly as a whole-file decode does)."""
+
+    annotations: list[_PythonAnnotation] = msgspec.field(default_factory=list)  # type: ignore[assignment]
 
 
 class CocoDataset:
@@ -133,11 +193,12 @@ class CocoDataset:
             raise DataError(f"{where}: expected a JSON object with images/annotations/categories, "
                             f"got {type(data).__name__}")
         try:
-            file = msgspec.convert(data, type=_CocoFile, strict=False)
+            file = msgspec.convert(data, type=_PythonFile, strict=False)
         except msgspec.ValidationError as exc:
             raise DataError(f"{where}: {exc}") from None
         except RecursionError:
             raise DataError(f"{where}: values are nested too deeply (json.too_deep)") from None
+        file.annotations = [ann.typed() for ann in file.annotations]
         return cls._from_file(file, path)
 
     @classmethod
@@ -154,7 +215,14 @@ class CocoDataset:
         if self.licenses is not None:
             out["licenses"] = self.licenses
         out["images"] = msgspec.to_builtins(self.images)
-        out["annotations"] = msgspec.to_builtins(self.annotations)
+        out["annotations"] = annotations = msgspec.to_builtins(self.annotations, builtin_types=(msgspec.Raw,))
+        for ann in annotations:  # in place, so the keys keep the fields' order
+            if "segmentation" in ann:
+                segmentation = decode_segmentation(ann["segmentation"])
+                if segmentation is None:
+                    del ann["segmentation"]  # an explicit null: absent, as omit_defaults writes it
+                else:
+                    ann["segmentation"] = segmentation
         out["categories"] = msgspec.to_builtins(self.categories)
         return out
 
@@ -167,7 +235,24 @@ def load_coco(path: str | Path) -> CocoDataset:
     (``$.annotations[12].bbox: Expected array, got str``), and duplicate image ids.
     """
     path = Path(path)
-    return CocoDataset._from_file(decode_coco_file(path, _CocoFile), path)
+    file = decode_coco_file(path, _CocoFile)
+    _check_segmentations(path, file.annotations)
+    return CocoDataset._from_file(file, path)
+
+
+def _check_segmentations(path: Path, annotations: list[CocoAnnotation]) -> None:
+    """Refuse the file if any segmentation would not decode, one at a time (none is kept),
+    with the message a whole-file decode gives (the file is decoded again to get it)."""
+    decode = _SEGMENTATION.decode
+    for ann in annotations:
+        stored = ann.segmentation_json
+        if stored is NO_SEGMENTATION:
+            continue
+        try:
+            decode(stored)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            decode_coco_file(path, _PythonFile)  # raises the DataError naming the place
+            raise DataError(f"{path}: annotation {ann.id}: segmentation cannot be decoded") from None
 
 
 def decode_coco_file(path: Path, struct: type) -> Any:

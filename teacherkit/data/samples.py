@@ -85,6 +85,13 @@ def keypoint_array(rows: list[list[float] | None]) -> np.ndarray:
     return out
 
 
+def augmentation_uses_masks(augment: Any) -> bool:
+    """Whether an augmentation reads the samples' masks: its ``uses_masks`` attribute when
+    it has one (an augmentation that only changes pixel values leaves boxes valid without
+    them; one that moves pixels recomputes boxes from masks), else ``True``."""
+    return bool(getattr(augment, "uses_masks", True))
+
+
 class _Instances:
     """Per-instance columns collected while reading one image's annotations."""
 
@@ -121,7 +128,10 @@ class SampleDataset:
         missing); a plugin's kind (``"keypoints"``) keeps instances that carry it, with or
         without a box (a box-less instance has the box ``[0, 0, 0, 0]``), and instances
         with a box as before.
-    :param with_masks: decode masks into the sample.
+    :param with_masks: decode masks into the sample. For a teacher that does not learn
+        from masks they only serve the augmentation, so an augmentation whose
+        ``uses_masks`` attribute is false (it moves no pixels, so boxes need no mask to
+        follow; see :func:`augmentation_uses_masks`) turns them off while training.
     """
 
     def __init__(
@@ -145,7 +155,8 @@ class SampleDataset:
         self.learns_from = learns_from
         self.train = train
         self.augment = augment if train else None
-        self.with_masks = with_masks
+        self.with_masks = with_masks and (learns_from == "masks" or self.augment is None
+                                          or augmentation_uses_masks(self.augment))
         self.seed = seed
         # K: epoch e augments with the seed of epoch e % K, so each image has K views in all
         # (a teacher that caches what its frozen encoder makes of the pixels asks for it)
@@ -165,9 +176,12 @@ class SampleDataset:
         from teacherkit.data.masks import mask_to_bbox, segmentation_to_mask
 
         mask = None
-        if ann.segmentation and (self.with_masks or ann.bbox is None):
+        # decoded only when a mask is wanted or must stand in for the box: the annotation
+        # keeps JSON bytes, and decoding is most of what reading a sample's geometry costs
+        segmentation = ann.segmentation if self.with_masks or ann.bbox is None else None
+        if segmentation:
             source = getattr(self.coco, "path", None) or "dataset"
-            mask = segmentation_to_mask(ann.segmentation, height, width, where=f"{source} annotation {ann.id}")
+            mask = segmentation_to_mask(segmentation, height, width, where=f"{source} annotation {ann.id}")
         if self.learns_from == "masks" and mask is None:
             return None
         if ann.iscrowd and self.learns_from in BUILTIN_KINDS:
