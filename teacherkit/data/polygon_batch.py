@@ -1,8 +1,9 @@
 """Polygon geometry checks run in numpy batches.
 
 A train2017-sized file has about a million polygons: :class:`~teacherkit.data.annotation_checks.AnnotationChecker`
-queues each annotation's polygons here, and the bounds, shoelace areas, box and area
-agreement of a whole batch are computed at once, pycocotools rasterising only doubtful cases.
+queues each annotation's polygons here (:mod:`~teacherkit.data.annotation_columns` whole runs
+of usual annotations at once), and the bounds, shoelace areas, box and area agreement of a
+whole batch are computed at once, pycocotools rasterising only doubtful cases.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from teacherkit.data.findings import Finding, finding
+from teacherkit.data.findings import CHECKS, Finding, Location, finding
 from teacherkit.data.masks import segmentation_area_bbox
+from teacherkit.data.polygon_shape import polygon_subset, raster_slack, star_shaped
 
 #: Pixels a box or polygon may poke past the image edge before it is reported.
 EDGE_TOLERANCE = 1.0
@@ -86,7 +88,8 @@ class PolygonBatch:
         self.polys: list[list[list[float]]] = []  # each annotation's usable polygons
         self.js: list[list[int] | None] = []  # their indices in its segmentation (None: 0, 1, ...)
         self.numbers = 0
-        self.meta: list[tuple[str, dict[str, Any]]] = []
+        # (segmentation path, ids) from queue, (annotation index, image id, id) from queue_many
+        self.meta: list[tuple[Any, ...]] = []
         self.sizes: list[tuple[float, float]] = []
         self.boxes: list[Box] = []
         self.areas: list[float] = []
@@ -105,6 +108,27 @@ class PolygonBatch:
         self.sizes.append(size if size is not None else (math.nan, math.nan))
         self.boxes.append(box if box is not None else (math.nan,) * 4)
         self.areas.append(math.nan)  # set by set_area when the area field is valid
+
+    def queue_many(self, polys: list[list[list[float]]], sizes: list[tuple[int, int]], boxes: list[Box],
+                   areas: list[float], first: int, image_ids: list[Any], aids: list[Any]) -> None:
+        """Queue consecutive annotations ``first, first + 1, ...`` whose every polygon is
+        usable, with their (valid) size, box and area; their JSON paths and ids are only
+        turned into text when one is reported."""
+        self.polys.extend(polys)
+        self.js.extend([None] * len(polys))
+        self.numbers += sum(map(len, chain.from_iterable(polys)))
+        self.meta.extend(zip(range(first, first + len(polys)), image_ids, aids, strict=True))
+        self.sizes.extend(sizes)
+        self.boxes.extend(boxes)
+        self.areas.extend(areas)
+
+    def _place(self, k: int) -> tuple[str, dict[str, Any]]:
+        """Entry ``k``'s segmentation path and ids, as :meth:`queue` took them."""
+        meta = self.meta[k]
+        if len(meta) == 2:
+            return meta
+        index, image_id, aid = meta
+        return f"$.annotations[{index}].segmentation", {"image_id": image_id, "annotation_id": aid}
 
     def set_area(self, area: float) -> None:
         """The ``area`` field of the annotation queued last, compared with its polygons' area."""
@@ -126,9 +150,10 @@ class PolygonBatch:
         if len(flagged):
             verdict = self._area_verdicts(polys, flagged)
             rasters = self._raster_areas(flagged[verdict == 0].tolist())
-            estimate = ext.area[flagged].tolist()
-            for k, known, shown in zip(flagged.tolist(), verdict.tolist(), estimate, strict=True):
-                self._report_area(k, known, shown, rasters.get(k))
+            self._report_areas(flagged[verdict == 1].tolist(), ext.area[flagged[verdict == 1]].tolist())
+            unsure = flagged[verdict == 0]
+            for k, shown in zip(unsure.tolist(), ext.area[unsure].tolist(), strict=True):
+                self._report_area(k, 0, shown, rasters.get(k))
         self.reset()
 
     def _polygons(self) -> _Polygons:
@@ -163,7 +188,7 @@ class PolygonBatch:
                                   ("polygon.zero_area", zero, "encloses no area")):
             for i in np.flatnonzero(flags).tolist():
                 k = int(p.owner[i])
-                spath, where = self.meta[k]
+                spath, where = self._place(k)
                 w, h = self.sizes[k]
                 j = i - int(first[k])  # the polygon's place among the annotation's usable ones
                 j = j if self.js[k] is None else self.js[k][j]
@@ -204,7 +229,7 @@ class PolygonBatch:
         return mismatch, bad_area
 
     def _report_mismatch(self, k: int, ext: _Extents) -> None:
-        spath, where = self.meta[k]
+        spath, where = self._place(k)
         extent = [round(float(v), 1) for v in (ext.x0[k], ext.y0[k], ext.x1[k] - ext.x0[k], ext.y1[k] - ext.y0[k])]
         raster = self._raster(k)
         if raster is not None:
@@ -252,6 +277,24 @@ class PolygonBatch:
         verdict[unsure] = 0
         return verdict
 
+    def _report_areas(self, ks: list[int], estimates: list[float]) -> None:
+        """Report the area field of entries ``ks``, certainly inconsistent (what
+        :meth:`_report_area` does with verdict 1), without a call per finding: a
+        converter that writes area = bbox area makes one per polygon annotation."""
+        check = CHECKS["area.inconsistent"]
+        code, severity, fixable = check.code, check.severity, check.fixable
+        out = self.out
+        for k, estimate in zip(ks, estimates, strict=True):
+            meta = self.meta[k]
+            if len(meta) == 3:
+                index, image_id, aid = meta
+                where = f"$.annotations[{index}].area"
+            else:
+                where = meta[0].removesuffix(".segmentation") + ".area"
+                image_id, aid = meta[1].get("image_id"), meta[1].get("annotation_id")
+            out.append(Finding(code, severity, Location(where, image_id, aid),
+                               f"area {self.areas[k]:g} but the polygons cover about {estimate:.0f} px", fixable))
+
     def _report_area(self, k: int, verdict: int, estimate: float, covered: float | None) -> None:
         """Report annotation ``k``'s area field unless the raster area agrees with it;
         ``verdict`` from :meth:`_area_verdicts`, ``estimate`` the polygons' summed area,
@@ -269,7 +312,7 @@ class PolygonBatch:
                 if not area_inconsistent(given, covered):
                     return
                 estimate = covered
-        spath, where = self.meta[k]
+        spath, where = self._place(k)
         self.out.append(finding("area.inconsistent", f"area {given:g} but the polygons cover about "
                                 f"{estimate:.0f} px", spath.removesuffix(".segmentation") + ".area", **where))
 
@@ -309,92 +352,3 @@ class PolygonBatch:
             return segmentation_area_bbox(self.polys[k], int(height), int(width))
         except Exception:  # an unusable polygon set: keep the estimate
             return None
-
-
-def polygon_subset(xs: np.ndarray, ys: np.ndarray, lens: np.ndarray,
-                   keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Points, first points and successors of the polygons with ``keep`` (``lens`` points each)."""
-    points = np.repeat(keep, lens)
-    xs, ys, lens = xs[points], ys[points], lens[keep]
-    starts = np.zeros(len(lens), dtype=np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
-    nxt = np.arange(1, len(xs) + 1)
-    nxt[starts + lens - 1] = starts  # each polygon closes on its own first point
-    return xs, ys, starts, nxt
-
-
-def star_shaped(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """Per polygon: whether its vertices go round a centre strictly one way, exactly once.
-    Such a polygon is the union of the triangles (centre, vertex, next vertex), which
-    cover disjoint angles: it is simple (never crosses itself). Centres tried: the area
-    centroid, then for the rest one searched for by :func:`_search_centre`."""
-    lens = np.diff(np.append(starts, len(xs)))
-    owner = np.repeat(np.arange(len(starts)), lens)
-    cross = xs * ys[nxt] - xs[nxt] * ys
-    with np.errstate(invalid="ignore", divide="ignore"):
-        twice_area = np.add.reduceat(cross, starts)
-        cx = np.add.reduceat((xs + xs[nxt]) * cross, starts) / (3 * twice_area)
-        cy = np.add.reduceat((ys + ys[nxt]) * cross, starts) / (3 * twice_area)
-    found = _goes_round(xs, ys, starts, nxt, cx[owner], cy[owner])
-    rest = ~found & np.isfinite(cx) & np.isfinite(cy)
-    if rest.any():
-        found[rest] = _search_centre(*polygon_subset(xs, ys, lens, rest), np.sign(twice_area[rest]), cx[rest],
-                                     cy[rest])
-    return found
-
-
-#: Steps of the search for a centre a polygon goes round (most are found in a few).
-CENTRE_STEPS = 4
-
-
-def _search_centre(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, nxt: np.ndarray, turn: np.ndarray,
-                   cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
-    """Star test around a centre searched for: each step moves the centre onto the inner
-    side of the edge line it lies furthest outside (relaxation towards the polygon's
-    kernel, an intersection of half-planes); :func:`_goes_round` decides."""
-    owner = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(xs))))
-    dx, dy = xs - xs[nxt], ys - ys[nxt]
-    length = np.hypot(dx, dy)
-    ab = (xs * ys[nxt] - ys * xs[nxt]) * turn[owner]
-    nx, ny = dy * turn[owner], -dx * turn[owner]  # how the side test grows with the centre
-    index = np.arange(len(xs))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for _ in range(CENTRE_STEPS):
-            side = (ab + cx[owner] * nx + cy[owner] * ny) / length  # distance inside each edge line
-            worst = np.minimum.reduceat(side, starts)
-            edge = np.minimum(np.minimum.reduceat(np.where(side == worst[owner], index, len(xs)), starts),
-                              len(xs) - 1)
-            move = np.where(worst < 0.05 * length[edge], 0.05 * length[edge] - worst, 0.0) / length[edge]
-            cx = cx + move * nx[edge]
-            cy = cy + move * ny[edge]
-    return _goes_round(xs, ys, starts, nxt, cx[owner], cy[owner])
-
-
-def _goes_round(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, nxt: np.ndarray, cx: np.ndarray,
-                cy: np.ndarray) -> np.ndarray:
-    ax, ay = xs - cx, ys - cy
-    bx, by = ax[nxt], ay[nxt]
-    cross = ax * by - ay * bx
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # a turn too small to be sure of its sign in floating point counts as neither way
-        margin = 1e-9 * (np.abs(ax) + np.abs(ay)) * (np.abs(bx) + np.abs(by))
-        one_way = np.minimum.reduceat(cross > margin, starts) | np.minimum.reduceat(cross < -margin, starts)
-        # turning one way, a polygon goes round as often as it crosses the ray from the
-        # centre along +x (each crossing counted once: half-open in y)
-        ray = ((ay < 0) != (by < 0)) & (ax - ay * (bx - ax) / (by - ay) > 0)
-    return one_way.astype(bool) & (np.add.reduceat(ray.astype(np.int64), starts) == 1)
-
-
-def raster_slack(xs: np.ndarray, ys: np.ndarray, starts: np.ndarray, nxt: np.ndarray) -> np.ndarray:
-    """Per polygon: a bound on how far pycocotools' raster area of a simple polygon inside
-    its image lies from the shoelace area. pycocotools rounds vertices to 1/5 px (at most
-    0.1 (|dx| + |dy|) of area), samples each pixel column on one line near its centre and
-    puts each boundary crossing on a whole row: at most 0.7 px per crossing (half a pixel
-    of counting, 0.2 px of line drawing; an edge crosses |dx| + 1 columns). One sample per
-    column misses how the boundary moves within the column: 0.1 of it along straight
-    edges, all of it (at most min(|dy|, |dy / dx|) per edge end) where edges meet. Rounded
-    up; tests check it against pycocotools. It only decides when rasterising is skipped."""
-    ex, ey = np.abs(xs[nxt] - xs), np.abs(ys[nxt] - ys)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bend = np.where(ex > 1.0, ey / ex, ey)  # min(|dy|, |dy / dx|)
-    return np.add.reduceat(0.9 * ex + 0.3 * ey + 0.8 + 2.0 * bend, starts) + 2.0

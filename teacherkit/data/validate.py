@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from teacherkit.data.annotation_checks import AnnotationChecker, is_int
+from teacherkit.data.annotation_columns import CHUNK, check_chunk
 from teacherkit.data.findings import CHECKS, Finding, Report, finding
 from teacherkit.data.image_files import ImageEntry, check_image_files, escapes_folder, outside_images_allowed
 from teacherkit.data.jsonbytes import read_bytes
@@ -97,8 +98,8 @@ def _validate(raw: RawCoco, report: Report, images_dir: Path | None, check_image
     image_ids, image_sizes, entries = _check_images(images, out)
 
     checker = AnnotationChecker(image_sizes, image_ids, category_ids, out)
-    for index, ann in enumerate(annotations):
-        checker.check(index, ann)
+    for first in range(0, len(annotations), CHUNK):
+        check_chunk(checker, first, annotations[first:first + CHUNK])
     checker.finish()
 
     annotated = checker.images_with_annotations()
