@@ -8,6 +8,12 @@ transforms themselves.
 
     python bench/augment_throughput.py                 # defaults below
     python bench/augment_throughput.py --size 512 --instances 4 --json out.json
+    python bench/augment_throughput.py --iterations 40 --boxes-too \
+        --json bench/results/augment_throughput-DATE.json     # the docs' table
+
+The JSON carries the machine, date, versions and command (``scripts/render_results.py``
+renders it into docs/performance.md) and, per annotation kind, each pipeline's CPU-time
+ratio to the plain albumentations reference measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import argparse
 import json
 import platform
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -89,7 +97,15 @@ class PlainAlbumentations:
         return self.compose(**data)
 
 
-def main() -> None:
+def ratios_to_reference(rows: list[dict]) -> None:
+    """Add each row's CPU-time speed relative to plain albumentations on the same annotations."""
+    reference = {r["annotations"]: r["images_per_s_cpu"] for r in rows if r["pipeline"] == "albumentations"}
+    for row in rows:
+        ref = reference.get(row["annotations"])
+        row["vs_albumentations"] = round(row["images_per_s_cpu"] / ref, 3) if ref else None
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="Image side in pixels.")
     parser.add_argument("--instances", type=int, default=6, help="Masked instances per image.")
@@ -97,7 +113,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=60, help="Timed samples per pipeline.")
     parser.add_argument("--boxes-too", action="store_true", help="Also time the same images as boxes only.")
     parser.add_argument("--json", help="Write the figures to this JSON file.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import cv2
 
@@ -129,18 +145,24 @@ def main() -> None:
             wall, cpu = measure(augment, data, args.iterations)
             rows.append({"pipeline": name, "annotations": kind, "images_per_s_wall": round(wall, 2),
                          "images_per_s_cpu": round(cpu, 2), "ms_cpu_per_image": round(1000 / cpu, 1)})
+    ratios_to_reference(rows)
     print(f"{args.size}x{args.size} px, {args.instances} instances, 1 core "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores visible)")
     print(f"medium = {json.dumps(MEDIUM_REQUEST)}")
-    print(f"{'pipeline':14} {'annotations':12} {'img/s (wall)':>13} {'img/s (cpu)':>12} {'ms cpu/img':>11}")
+    print(f"{'pipeline':14} {'annotations':12} {'img/s (wall)':>13} {'img/s (cpu)':>12} {'ms cpu/img':>11} "
+          f"{'vs albumentations':>18}")
     for row in rows:
         print(f"{row['pipeline']:14} {row['annotations']:12} {row['images_per_s_wall']:>13} "
-              f"{row['images_per_s_cpu']:>12} {row['ms_cpu_per_image']:>11}")
+              f"{row['images_per_s_cpu']:>12} {row['ms_cpu_per_image']:>11} {row['vs_albumentations']:>17}x")
     if args.json:
-        from pathlib import Path
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from train_throughput import run_record
 
-        Path(args.json).write_text(json.dumps({"args": vars(args), "request": MEDIUM_REQUEST, "rows": rows},
-                                              indent=2) + "\n")
+        record = {"kind": "augment_throughput", **run_record("bench/augment_throughput.py", argv),
+                  "settings": {"size": args.size, "instances": args.instances, "images": args.images,
+                               "iterations": args.iterations, "threads": 1},
+                  "args": vars(args), "request": MEDIUM_REQUEST, "rows": rows}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

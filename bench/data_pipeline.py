@@ -1,19 +1,24 @@
-"""Data pipeline throughput: image read + augmentation + the teacher's preprocessing, per
-DataLoader worker, and how many workers keep a GPU step fed.
+"""Data pipeline throughput: image read + augmentation + the teacher's preprocessing + collate,
+per DataLoader worker, and how many workers keep a GPU step fed.
 
-For each teacher (Grounding DINO, SAM) it builds the trainer's own ``CocoTrainDataset``
-with the plugin's preprocessor and the augmentation plugin's pipeline (medium
-intensity), then measures
+For each teacher (Grounding DINO, SAM) it builds the trainer's dataset
+(``teacherkit.data.samples.SampleDataset``, with the arguments ``teacherkit train`` gives it)
+with the plugin's preprocessor and the augmentation plugin's pipeline (medium intensity),
+then measures
 
-* one worker: items per second in the main process (read, augment, preprocess), with
-  the share of each stage;
-* the DataLoader with 1..``--max-workers`` workers (collate included);
-* ``workers needed`` = ceil(GPU step img/s / one worker's img/s), for the GPU step
-  rates given with ``--gpu-rate`` (defaults: the teacherkit rates measured by
-  ``bench/train_throughput.py --size full``, see docs/performance.md).
+* per stage, in this process alone: CPU milliseconds per image to read (image + annotations),
+  augment, preprocess and collate, their sum as img/s of one worker, and the megabytes of
+  each preprocessed item (what a worker sends to the main process);
+* the DataLoader with 0..``--max-workers`` workers (wall img/s, collate included);
+* ``workers needed`` = ceil(GPU step img/s / one worker's img/s). The reference GPU rates
+  are the plain transformers + peft loop's on an H200 (the project's perf notes) unless
+  ``--gpu-rate`` gives your card's.
+
+Only public parts are used (``raw_sample``, ``augment``, ``preprocessor`` and its
+``collate``, ``DataLoader``), so the bench measures whatever the pipeline does now.
 
     python bench/data_pipeline.py --size tiny                # seconds, CI smoke
-    python bench/data_pipeline.py --size full --max-workers 8
+    python bench/data_pipeline.py --size full --max-workers 8 --json bench/results/data_pipeline-DATE.json
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ SIZES = {
 }
 #: GPU step rates (img/s) the loader must match, by teacher; replace with your card's figures
 DEFAULT_GPU_RATE = {"grounding_dino": 28.0, "sam": 30.0}
+#: where the defaults come from (the reference loop's figures, not a teacherkit measurement)
+DEFAULT_GPU_RATE_SOURCE = ("plain transformers + peft LoRA loop, batch 8, one H200 (GDINO-T 27.9, SAM ViT-B "
+                           "30.4 img/s; the project's perf notes, 2026-11-26)")
 
 
 def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -43,9 +51,9 @@ def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
     from teacherkit.config import AugmentationConfig
     from teacherkit.data.coco import load_coco
     from teacherkit.data.inspect import inspect_dataset
+    from teacherkit.data.samples import SampleDataset
     from teacherkit.data.synthetic import make_coco_dataset
     from teacherkit.plugins import get_plugin_manager
-    from teacherkit.training.dataset import CocoTrainDataset
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_throughput import ensure_plugins
@@ -71,33 +79,64 @@ def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
             cfg = section(base="tiny", image_size=size["sam"])
         teacher = host.load_model(spec, cfg, info, root / "work")
         pre = host.make_preprocessor(spec, cfg, teacher)
-        dataset = CocoTrainDataset(coco, path.parent, info, pre, learns_from=spec.learns_from, train=True,
-                                   augment=augment, with_masks=spec.learns_from == "masks" or info.has_masks)
+        dataset = SampleDataset(coco, path.parent, info, pre, learns_from=spec.learns_from, train=True,
+                                augment=augment, with_masks=spec.learns_from == "masks" or info.has_masks)
         out.append((name, dataset))
     return out
 
 
-def one_worker(dataset: Any) -> dict[str, float]:
-    """Items per second in this process, and the seconds per item of each stage."""
-    read = aug = pre = 0.0
+def _nbytes(value: Any) -> int:
+    """Bytes of the arrays and tensors in a preprocessed item: what a worker pickles to the
+    main process (the item's dict, lists and tuples are walked one level at a time)."""
+    if hasattr(value, "nbytes"):
+        return int(value.nbytes)
+    if hasattr(value, "element_size") and hasattr(value, "numel"):  # a torch tensor
+        return int(value.element_size() * value.numel())
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def one_worker(dataset: Any, batch: int) -> dict[str, float]:
+    """This process alone (no DataLoader): CPU milliseconds per image of each stage — read
+    (decode the image and its annotations), augment, preprocess, collate — and the img/s they
+    add up to. CPU time of this process, so other work on the machine does not count."""
+    stages = {"read": 0.0, "augment": 0.0, "preprocess": 0.0, "collate": 0.0}
+    items, item_bytes = [], 0
+    staged = hasattr(dataset, "raw_sample")  # without it only the whole item can be timed
     for index in range(len(dataset)):
-        t0 = time.perf_counter()
-        sample = dataset.raw_sample(index)
-        t1 = time.perf_counter()
-        if dataset.augment is not None:
-            sample = dataset.augment(sample, int(sample["extra"]["seed"]))
-        t2 = time.perf_counter()
-        dataset.preprocessor(sample, train=True)
-        t3 = time.perf_counter()
-        read, aug, pre = read + t1 - t0, aug + t2 - t1, pre + t3 - t2
+        t0 = time.process_time()
+        if staged:
+            sample = dataset.raw_sample(index)
+            t1 = time.process_time()
+            if dataset.augment is not None:
+                sample = dataset.augment(sample, int(sample["extra"]["seed"]))
+            t2 = time.process_time()
+            item = dataset.preprocessor(sample, train=True)
+            t3 = time.process_time()
+            stages["read"] += t1 - t0
+            stages["augment"] += t2 - t1
+            stages["preprocess"] += t3 - t2
+        else:
+            item = dataset[index]
+            stages["preprocess"] += time.process_time() - t0
+        item_bytes += _nbytes(item)
+        items.append(item)
+    for start in range(0, len(items), batch):
+        t0 = time.process_time()
+        dataset.preprocessor.collate(items[start : start + batch])
+        stages["collate"] += time.process_time() - t0
     n = len(dataset)
-    total = read + aug + pre
-    return {"img_per_s": n / total, "read_ms": 1e3 * read / n, "augment_ms": 1e3 * aug / n,
-            "preprocess_ms": 1e3 * pre / n}
+    total = sum(stages.values())
+    out = {f"{name}_ms": 1e3 * sec / n for name, sec in stages.items()}
+    return {"img_per_s": n / max(total, 1e-9), **out, "total_ms": 1e3 * total / n, "staged": staged,
+            "mb_per_item": item_bytes / n / 2**20}
 
 
 def loader_rate(dataset: Any, workers: int, batch: int) -> float:
-    """Images per second through a DataLoader (collate included), first batch excluded
+    """Images per second (wall) through a DataLoader (collate included), first batch excluded
     (worker start-up)."""
     from torch.utils.data import DataLoader
 
@@ -111,6 +150,17 @@ def loader_rate(dataset: Any, workers: int, batch: int) -> float:
     return count / max(time.perf_counter() - start, 1e-9)
 
 
+def print_row(name: str, row: dict[str, Any]) -> None:
+    single, rate = row["one_worker"], row["gpu_rate"]
+    print(f"{name:15s} per image (CPU ms): read {single['read_ms']:.1f}, augment {single['augment_ms']:.1f}, "
+          f"preprocess {single['preprocess_ms']:.1f}, collate {single['collate_ms']:.1f}; "
+          f"total {single['total_ms']:.1f} = {single['img_per_s']:.1f} img/s per worker; "
+          f"{single['mb_per_item']:.1f} MB per item to the main process")
+    print(f"{name:15s} loader (wall) " + ", ".join(f"{w} workers {r:.1f} img/s"
+                                                    for w, r in row["loader_img_per_s"].items()))
+    print(f"{name:15s} workers needed for {rate:.0f} img/s on the GPU: {row['workers_needed']}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
@@ -118,34 +168,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--gpu-rate", action="append", default=[], metavar="TEACHER=IMG_PER_S",
                         help="GPU step rate to feed, e.g. grounding_dino=60 (repeatable)")
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--items", type=int, default=None, help="images per teacher (default by size)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write machine, date, versions, command and figures here")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
     torch.set_num_threads(1)
     rates = dict(DEFAULT_GPU_RATE)
+    sources = {name: DEFAULT_GPU_RATE_SOURCE for name in rates}
     for item in args.gpu_rate:
         name, _, value = item.partition("=")
-        rates[name] = float(value)
-    size = SIZES[args.size]
+        rates[name], sources[name] = float(value), "--gpu-rate"
+    size = SIZES[args.size] if args.items is None else {**SIZES[args.size], "items": args.items}
     print(f"# data_pipeline size={args.size} image={size['image']} cpu={platform.processor() or platform.machine()} "
           f"cores={os.cpu_count()} date={time.strftime('%Y-%m-%d')}", flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, dataset in build_datasets(Path(tmp), size):
-            single = one_worker(dataset)
+            single = one_worker(dataset, args.batch)
             loaders = {w: loader_rate(dataset, w, args.batch) for w in range(0, args.max_workers + 1)}
             needed = math.ceil(rates[name] / single["img_per_s"])
             row = {"teacher": name, "one_worker": single, "loader_img_per_s": loaders,
-                   "gpu_rate": rates[name], "workers_needed": needed}
+                   "gpu_rate": rates[name], "gpu_rate_source": sources[name], "workers_needed": needed}
             results.append(row)
-            print(f"{name:15s} one worker {single['img_per_s']:7.1f} img/s (read {single['read_ms']:.1f} ms, "
-                  f"augment {single['augment_ms']:.1f} ms, preprocess {single['preprocess_ms']:.1f} ms per image)")
-            print(f"{name:15s} loader " + ", ".join(f"{w} workers {r:.1f} img/s" for w, r in loaders.items()))
-            print(f"{name:15s} workers needed for {rates[name]:.0f} img/s on the GPU: {needed}", flush=True)
+            print_row(name, row)
     if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "results": results}, indent=2) + "\n")
+        from train_throughput import run_record  # on sys.path since build_datasets
+
+        record = {"kind": "data_pipeline", **run_record("bench/data_pipeline.py", argv),
+                  "size": args.size, "settings": {**size, "batch": args.batch, "threads": 1,
+                                                  "augmentation": "medium (changes_shape, lighting variable)"},
+                  "results": results}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0
 
 

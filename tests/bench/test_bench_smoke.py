@@ -36,6 +36,12 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     data = json.loads(out.read_text())
     by_key = {(r["workload"], r["variant"]): r for r in data["results"]}
     assert not any(r["error"] for r in data["results"]), [r["error"] for r in data["results"]]
+    # the record the docs' table is rendered from: machine, date, versions, the exact command
+    assert data["kind"] == "train_throughput" and data["command"].startswith("python bench/train_throughput.py --size")
+    assert data["machine"]["cpu_count"] >= 1 and "gpu" in data["machine"] and data["date"]
+    assert set(data["versions"]) >= {"torch", "transformers", "peft", "teacherkit"}
+    # on a CPU device the ratios come from CPU seconds, measured for both loops
+    assert data["speed_basis"] == "CPU seconds" and by_key[("gdino_lora", "plain")]["cpu_seconds"] > 0
     frozen = by_key[("sam_frozen_3ep", "teacherkit")]["notes"]
     # three epochs over the same images: the first fills the cache, the next two only hit it
     assert len(frozen["epoch_seconds"]) == 3
@@ -65,13 +71,40 @@ def test_data_pipeline_tiny_reports_workers_needed(tmp_path: Path) -> None:
     done = _run("data_pipeline.py", "--size", "tiny", "--max-workers", "1", "--gpu-rate", "sam=500",
                 "--json", str(out), tmp_path=tmp_path)
     assert "workers needed" in done.stdout
-    rows = {r["teacher"]: r for r in json.loads(out.read_text())["results"]}
+    # per-stage costs, printed for each teacher
+    assert len(re.findall(r"per image \(CPU ms\): read [0-9.]+, augment [0-9.]+, preprocess [0-9.]+, "
+                          r"collate [0-9.]+", done.stdout)) == 2
+    record = json.loads(out.read_text())
+    assert record["kind"] == "data_pipeline" and record["command"].startswith("python bench/data_pipeline.py --size")
+    assert record["machine"]["cpu_count"] >= 1 and set(record["versions"]) >= {"torch", "teacherkit"}
+    rows = {r["teacher"]: r for r in record["results"]}
     assert set(rows) == {"grounding_dino", "sam"}
     for row in rows.values():
-        assert row["one_worker"]["img_per_s"] > 0 and row["workers_needed"] >= 1
+        single = row["one_worker"]
+        assert single["img_per_s"] > 0 and row["workers_needed"] >= 1 and single["mb_per_item"] > 0
         assert set(row["loader_img_per_s"]) == {"0", "1"}
+        stages = [single[f"{s}_ms"] for s in ("read", "augment", "preprocess", "collate")]
+        assert all(ms >= 0 for ms in stages) and single["staged"]
+        assert abs(sum(stages) - single["total_ms"]) < 1e-6
     sam = rows["sam"]
     assert sam["workers_needed"] == -(-500 // sam["one_worker"]["img_per_s"])
+    assert sam["gpu_rate_source"] == "--gpu-rate" and "perf notes" in rows["grounding_dino"]["gpu_rate_source"]
+
+
+@pytest.mark.slow
+def test_augment_throughput_writes_its_record_next_to_the_reference(tmp_path: Path) -> None:
+    out = tmp_path / "aug.json"
+    done = _run("augment_throughput.py", "--size", "96", "--instances", "2", "--images", "2", "--iterations", "3",
+                "--boxes-too", "--json", str(out), tmp_path=tmp_path)
+    assert "vs albumentations" in done.stdout
+    record = json.loads(out.read_text())
+    assert record["kind"] == "augment_throughput" and record["command"].startswith("python bench/augment_")
+    assert record["machine"]["cpu_count"] >= 1 and record["settings"]["size"] == 96
+    rows = {(r["pipeline"], r["annotations"]): r for r in record["rows"]}
+    assert set(rows) == {(p, k) for p in ("identity", "medium", "albumentations") for k in ("masks", "boxes")}
+    for (_, kind), row in rows.items():
+        reference = rows[("albumentations", kind)]["images_per_s_cpu"]
+        assert row["vs_albumentations"] == pytest.approx(row["images_per_s_cpu"] / reference, rel=1e-2)
 
 
 @pytest.mark.slow

@@ -100,3 +100,50 @@ def test_a_bad_marker_names_the_doc_and_line_and_exits_2(render, tmp_path, capsy
     (tmp_path / "README.md").write_text(f"# x\n\n{marker}\n<!-- /results -->\n")
     assert render.main(["--root", str(tmp_path), "--check"]) == 2
     assert message in capsys.readouterr().err
+
+
+def _record(kind: str, **figures):
+    return {"kind": kind, "date": "2026-01-02T00:00:00Z", "command": f"python bench/{kind}.py --json x.json",
+            "machine": {"cpu_count": 2, "platform": "Linux", "processor": "x86_64", "gpu": None},
+            "versions": {"torch": "2", "transformers": "5", "peft": "0.21", "teacherkit": "0.1"}, **figures}
+
+
+def test_the_three_bench_tables_put_teacherkit_next_to_its_reference(render, tmp_path):
+    augment = _record("augment_throughput", settings={"size": 1024, "instances": 6, "images": 8, "iterations": 100},
+                      rows=[{"pipeline": p, "annotations": "masks", "images_per_s_cpu": ips, "vs_albumentations": r}
+                            for p, ips, r in (("medium", 26.7, 2.39), ("albumentations", 11.2, 1.0))])
+    assert "| medium (teacherkit-augment) | 26.7 | 2.39× |" in render.render_augment_throughput(augment)
+    train = _record("train_throughput", size="tiny", device="cpu", card="x86_64", amp=False, batch=2, steps=30,
+                    threads=1, speed_basis="CPU seconds",
+                    results=[{"workload": "gdino_lora", "variant": v, "images_per_second": ips, "cpu_seconds": cpu,
+                              "peak_gib": None, "error": err}
+                             for v, ips, cpu, err in (("plain", 18.0, 1.2, None), ("teacherkit", 19.0, 1.0, None),
+                                                      ("bf16_frozen", None, None, "RuntimeError: no bf16"))],
+                    ratios=[{"workload": "gdino_lora", "variant": "teacherkit", "speed_ratio": 1.2,
+                             "memory_ratio": None}])
+    table = render.render_train_throughput(train)
+    assert "| gdino_lora | plain | 18.0 | 1.20 | - | 1.00× (reference) | - |" in table
+    assert "| gdino_lora | teacherkit | 19.0 | 1.00 | - | 1.20× | - |" in table
+    assert "| gdino_lora | bf16_frozen | failed: RuntimeError: no bf16 |" in table  # a failed variant is shown
+    stage = {"read_ms": 10.0, "augment_ms": 37.5, "preprocess_ms": 2.7, "collate_ms": 0.4, "img_per_s": 19.4,
+             "mb_per_item": 2.7}
+    pipeline = _record("data_pipeline", settings={"image": [800, 1200], "items": 48, "objects": 6, "batch": 4,
+                                                  "augmentation": "medium"},
+                       results=[{"teacher": "sam", "one_worker": stage, "loader_img_per_s": {"0": 9.4, "1": 6.9},
+                                 "gpu_rate": 30.0, "gpu_rate_source": "the perf notes", "workers_needed": 2}])
+    table = render.render_data_pipeline(pipeline)
+    assert "| sam | 10.0 | 37.5 | 2.7 | 0.4 | 19.4 | 2.7 | 9.4 / 6.9 | 30 | 2 |" in table
+    assert "DataLoader 0 / 1 workers" in table and "Reference GPU rates: the perf notes." in table
+    # the caption names the machine, and that it had no GPU
+    results = tmp_path / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "data_pipeline-2026-01-02.json").write_text(json.dumps(pipeline))
+    region = render.render_region("data_pipeline", tmp_path)
+    assert "(`python bench/data_pipeline.py --json x.json`, 2026-01-02, 2 CPUs, no GPU)" in region
+
+
+def test_performance_doc_has_no_hand_written_tables_left():
+    text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
+    for name in ("augment_throughput", "train_throughput", "data_pipeline"):
+        assert f"<!-- results: {name} -->" in text
+    assert "No results file yet" not in text
