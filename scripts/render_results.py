@@ -256,10 +256,15 @@ def render_label_memory(data: dict[str, Any]) -> str:
     ratio = (f"Ratio of the largest to the smallest: {data['peak_rss_ratio']:.3f} (whole run), "
              f"{data['labelling_peak_rss_ratio']:.3f} (labelling)")
     if tree:
-        workers = data["settings"]["workers"]["in_effect"]
+        workers = _workers(data["settings"]["workers"]["in_effect"])
         ratio += (f"; with the DataLoader workers ({workers}): {data['tree_peak_rss_ratio']:.3f} (whole run), "
                   f"{data['labelling_tree_peak_rss_ratio']:.3f} (labelling)")
     return "\n".join([*rows, "", ratio + ".", ""])
+
+
+def _workers(value: int | str | None) -> str:
+    """``--workers`` as a bench recorded it: the number, or label's default as its help says it."""
+    return f"--workers {value}" if isinstance(value, int) else f"label's default --workers: {value}"
 
 
 def _identity(device: str, check: dict[str, Any]) -> str:
@@ -282,8 +287,9 @@ def render_label_throughput(data: dict[str, Any]) -> str:
               for name, x in data["ratios"].items()]
     same = [_identity(device, check) for device, check in data["outputs"].items()]
     settings = data["settings"]
+    workers = _workers(settings["workers"]["in_effect"])
     return "\n".join([*rows, "", f"{settings['images']} images of {settings['side']} px, batch "
-                      f"{settings['batch_size']}, --workers {settings['workers']['in_effect']}; best of "
+                      f"{settings['batch_size']}, {workers}; best of "
                       f"{settings['repeat']}. Ratios: " + "; ".join(ratios) + ". Outputs: " + "; ".join(same) + ".",
                       ""])
 

@@ -147,3 +147,27 @@ def test_performance_doc_has_no_hand_written_tables_left():
     for name in ("augment_throughput", "train_throughput", "data_pipeline"):
         assert f"<!-- results: {name} -->" in text
     assert "No results file yet" not in text
+
+
+def _throughput_record(identical: bool, per_thread: bool, workers: object) -> dict:
+    run = {"name": "plain", "processes": 1, "threads_per_process": 2, "seconds": 10.0, "images_per_s": 40.0,
+           "labelling_images_per_s": 50.0}
+    two = dict(run, name="torchrun-2", processes=2, threads_per_process=1, images_per_s=48.0,
+               labelling_images_per_s=None)
+    return {"settings": {"images": 400, "side": 64, "batch_size": 8, "repeat": 2, "workers": {"in_effect": workers}},
+            "runs": [run, two], "ratios": {"torchrun-2 / plain": {"images_per_s": 1.2, "labelling_images_per_s": 1.75}},
+            "outputs": {"cpu": {"identical": identical, "identical_per_thread_setting": per_thread}}}
+
+
+@pytest.mark.parametrize(("identical", "per_thread", "said"), [
+    (True, True, "every run byte-identical"),
+    (False, True, "byte-identical among runs with the same threads per process"),
+    (False, False, "DIFFERENT between runs with the same threads per process"),
+])
+def test_label_throughput_table_says_rates_ratios_and_whether_outputs_matched(render, identical, per_thread, said):
+    text = render.render_label_throughput(_throughput_record(identical, per_thread, 2))
+    assert "| torchrun-2 | 2 × 1 | 10 | 48.0 | n/a |" in text  # a missing rate is said, not invented
+    assert "torchrun-2 / plain: 1.75× labelling, 1.20× whole command" in text
+    assert said in text and "--workers 2;" in text
+    text = render.render_label_throughput(_throughput_record(True, True, "2, or 1 with one CPU"))
+    assert "label's default --workers: 2, or 1 with one CPU" in text
