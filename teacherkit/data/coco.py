@@ -86,25 +86,30 @@ class CocoAnnotation(msgspec.Struct, omit_defaults=True, gc=False):  # no cycles
         self.segmentation_json = NO_SEGMENTATION if value is None else value
 
 
-class _PythonAnnotation(msgspec.Struct):
-    """:class:`CocoAnnotation` with its segmentation as Python values, for
-    :meth:`CocoDataset.from_dict` (``msgspec.convert`` cannot make ``Raw``)."""
+def _python_twin(struct: type) -> type:
+    """``struct`` with its raw ``segmentation`` typed as Python values, for
+    :meth:`CocoDataset.from_dict` (``msgspec.convert`` cannot make ``Raw``) and for wording
+    a malformed segmentation's error as a whole-file decode does. Derived from the
+    struct's own fields, so the two cannot drift apart."""
+    fields = []
+    for f in msgspec.structs.fields(struct):
+        if f.name == "segmentation_json":
+            fields.append(("segmentation", Segmentation | None, None))
+        elif f.required:
+            fields.append((f.name, f.type))
+        else:
+            fields.append((f.name, f.type, f.default))
+    return msgspec.defstruct("_PythonAnnotation", fields)
 
-    id: int
-    image_id: int
-    category_id: int
-    bbox: list[float] | None = None
-    segmentation: Segmentation | None = None
-    area: float | None = None
-    iscrowd: int = 0
-    keypoints: list[float] | None = None
-    num_keypoints: int | None = None
-    score: float | None = None
 
-    def typed(self) -> CocoAnnotation:
-        return CocoAnnotation(self.id, self.image_id, self.category_id, self.bbox,
-                              NO_SEGMENTATION if self.segmentation is None else self.segmentation,  # type: ignore[arg-type]
-                              self.area, self.iscrowd, self.keypoints, self.num_keypoints, self.score)
+_PythonAnnotation = _python_twin(CocoAnnotation)
+
+
+def _typed(ann: Any) -> CocoAnnotation:
+    """The :class:`CocoAnnotation` of a :data:`_PythonAnnotation`."""
+    values = msgspec.structs.asdict(ann)
+    segmentation = values.pop("segmentation")
+    return CocoAnnotation(**values, segmentation_json=NO_SEGMENTATION if segmentation is None else segmentation)
 
 
 class CocoCategory(msgspec.Struct, omit_defaults=True):
@@ -129,7 +134,7 @@ class _PythonFile(_CocoFile):
     """The file with every segmentation decoded (from Python data, and to word the error
     of a malformed one exactly as a whole-file decode does)."""
 
-    annotations: list[_PythonAnnotation] = msgspec.field(default_factory=list)  # type: ignore[assignment]
+    annotations: list[_PythonAnnotation] = msgspec.field(default_factory=list)  # type: ignore[assignment,valid-type]
 
 
 class CocoDataset:
@@ -198,7 +203,7 @@ class CocoDataset:
             raise DataError(f"{where}: {exc}") from None
         except RecursionError:
             raise DataError(f"{where}: values are nested too deeply (json.too_deep)") from None
-        file.annotations = [ann.typed() for ann in file.annotations]
+        file.annotations = [_typed(ann) for ann in file.annotations]
         return cls._from_file(file, path)
 
     @classmethod
