@@ -15,13 +15,13 @@ original image is then a multiplication by its width and height.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from teacherkit.device_pixels import channel_constants, padding_mask
 from teacherkit_dino.prompts import PAD_ID, Prompt, PromptBuilder
 
 
@@ -190,9 +190,9 @@ def finish_batch(batch: dict[str, Any], image_mean: Any, image_std: Any, dtype: 
     pixels = batch["pixel_values"]
     if pixels.is_floating_point():
         return batch
-    scale, mean, std = _normalisation_constants(
-        (255.0, 255.0, 255.0), tuple(np.asarray(image_mean, np.float64).ravel()),
-        tuple(np.asarray(image_std, np.float64).ravel()), pixels.device,
+    scale, mean, std = channel_constants(
+        ((255.0, 255.0, 255.0), tuple(np.asarray(image_mean, np.float64).ravel()),
+         tuple(np.asarray(image_std, np.float64).ravel())), pixels.device,
     )
     valid = padding_mask(batch["image_sizes"], pixels.shape[-2], pixels.shape[-1])
     normalised = pixels.to(torch.float32).div_(scale).sub_(mean).div_(std)
@@ -200,26 +200,3 @@ def finish_batch(batch: dict[str, Any], image_mean: Any, image_std: Any, dtype: 
     if dtype is not None:
         normalised = normalised.to(dtype)
     return {**batch, "pixel_values": normalised, "pixel_mask": valid.to(torch.long)}
-
-
-@functools.lru_cache(maxsize=16)
-def _normalisation_constants(*args: Any) -> tuple[Any, ...]:
-    """``(1, 3, 1, 1)`` float32 tensors of each 3-tuple in ``args[:-1]``, on the device
-    ``args[-1]``, made once: copying them from the host every batch would wait for the
-    device each time. Tensors, not Python numbers: CUDA divides by a host scalar as a
-    multiplication by its reciprocal, which can be one bit off the workers' former division."""
-    import torch
-
-    *values, device = args
-    return tuple(torch.as_tensor(np.asarray(v, np.float32).reshape(1, 3, 1, 1), device=device) for v in values)
-
-
-def padding_mask(image_sizes: Any, height: int, width: int) -> Any:
-    """``(B, height, width)`` bool, true inside each image's ``(h, w)`` of ``image_sizes``
-    ``(B, 2)`` (top-left aligned), built on ``image_sizes``' device without reading it."""
-    import torch
-
-    sizes = torch.as_tensor(image_sizes).reshape(-1, 2)
-    rows = torch.arange(height, device=sizes.device)[None, :] < sizes[:, :1]
-    cols = torch.arange(width, device=sizes.device)[None, :] < sizes[:, 1:]
-    return rows[:, :, None] & cols[:, None, :]

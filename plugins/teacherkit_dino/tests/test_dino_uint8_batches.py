@@ -13,7 +13,8 @@ import torch
 from dino_helpers import make_teacher, random_sample, shapes_info
 from PIL import Image
 
-from teacherkit_dino.preprocess import _normalisation_constants, finish_batch, resize_size
+from teacherkit.device_pixels import channel_constants as _normalisation_constants
+from teacherkit_dino.preprocess import finish_batch, resize_size
 
 SIZES = [(48, 64), (96, 40), (30, 90)]
 

@@ -21,7 +21,6 @@ GPU work. Metadata stays plain python; tensors are only built in :meth:`collate`
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import random
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from teacherkit.device_pixels import channel_constants, padding_mask
 from teacherkit.errors import DataError
 from teacherkit_sam.masks import mask_box_xyxy, mask_extents, masks_to_input_frame, resized_shape
 from teacherkit_sam.prompts import PAD_LABEL, jitter_box, make_rng, sample_points, select_instances
@@ -252,23 +252,9 @@ def finish_pixels(pixel_values: Any, image_sizes: Any, mean: Any, std: Any, dtyp
     if pixel_values.is_floating_point():
         return pixel_values
     device = pixel_values.device
-    offset, scale = _scaled_constants(tuple(float(v) for v in mean), tuple(float(v) for v in std), device)
-    sizes = torch.as_tensor(image_sizes).to(device).reshape(-1, 2)
-    height, width = pixel_values.shape[-2:]
-    rows = torch.arange(height, device=device)[None, :] < sizes[:, :1]
-    cols = torch.arange(width, device=device)[None, :] < sizes[:, 1:]
-    outside = ~(rows[:, :, None] & cols[:, None, :])
+    # 255 mean and 255 std computed in float32 on the host, as the workers did
+    offset, scale = channel_constants(tuple(tuple(float(x) for x in np.asarray(v, np.float32) * 255)
+                                            for v in (mean, std)), device)
+    outside = ~padding_mask(image_sizes, pixel_values.shape[-2], pixel_values.shape[-1], device)
     normalised = pixel_values.to(torch.float32).sub_(offset).div_(scale).masked_fill_(outside[:, None], 0.0)
     return normalised if dtype is None else normalised.to(dtype)
-
-
-@functools.lru_cache(maxsize=16)
-def _scaled_constants(mean: tuple[float, ...], std: tuple[float, ...], device: Any) -> tuple[Any, Any]:
-    """``255 mean`` and ``255 std`` as ``(1, 3, 1, 1)`` float32 tensors on ``device``, made
-    once (a host copy every batch would wait for the device). Computed in float32 on the
-    host as the workers did; tensors, not Python numbers, because CUDA divides by a host
-    scalar through its reciprocal (possibly one bit off the division)."""
-    import torch
-
-    return tuple(torch.as_tensor((np.asarray(v, np.float32) * 255).reshape(1, 3, 1, 1), device=device)
-                 for v in (mean, std))

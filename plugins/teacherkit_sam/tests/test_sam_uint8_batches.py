@@ -12,8 +12,9 @@ import pytest
 import torch
 from sam_reference import reference_pixels
 
+from teacherkit.device_pixels import channel_constants as _scaled_constants
 from teacherkit_sam import load_sam_with_lora
-from teacherkit_sam.preprocess import _scaled_constants, finish_pixels
+from teacherkit_sam.preprocess import finish_pixels
 
 TINY = {"image_size": 64}
 
