@@ -100,7 +100,7 @@ class EmbeddingCache:
     # -- a batch -------------------------------------------------------------------------
     def embeddings(self, keys: Sequence[str], pixel_values: Any, encode: Callable[[Any], Any]) -> Any:
         """Embeddings of a batch, ``(B, C, h, w)`` on ``pixel_values``' device.
-        ``encode(pixel_values_subset)`` runs the encoder on the misses in one call."""
+        ``encode(rows)`` returns the embeddings of the rows the cache lacks (the misses, in batch order)."""
         import torch
 
         device = pixel_values.device

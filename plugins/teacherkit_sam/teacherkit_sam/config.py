@@ -95,6 +95,14 @@ class SamConfig(TeacherConfig):
         "every encoder input repeats and comes from the cache (prompts still change every epoch). "
         "0: a fresh view every epoch (the cache then hits only without augmentation).",
     )
+    encoder_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Images per image-encoder call when the encoder is frozen (mode=frozen_encoder): a larger "
+        "training batch is encoded this many images at a time, so the batch (the mask decoder's, images x "
+        "max_instances prompts per step; with --batch-size auto the largest that fits) is not bounded by "
+        "one encoder pass over all of it. Embeddings equal one call's up to float rounding.",
+    )
     cache_memory_mb: int = Field(
         2048, ge=1, description="Upper bound of the in-memory embedding cache; least recently used go first."
     )

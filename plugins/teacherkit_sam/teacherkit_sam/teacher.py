@@ -76,11 +76,14 @@ class SamTeacher(Teacher):
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and "lora_" not in n]
 
     @property
+    def encoder_frozen(self) -> bool:
+        """True when no image-encoder weight trains (``mode: frozen_encoder``)."""
+        return not any(p.requires_grad for p in self.sam.vision_encoder.parameters())
+
+    @property
     def uses_cache(self) -> bool:
         """True when the encoder cannot change (frozen) and caching is on."""
-        if self.config.cache_embeddings == "off":
-            return False
-        return not any(p.requires_grad for p in self.sam.vision_encoder.parameters())
+        return self.config.cache_embeddings != "off" and self.encoder_frozen
 
     def augmentation_views(self) -> int | None:
         """Augmented views per training image the trainer should cycle through (epoch
@@ -136,18 +139,18 @@ class SamTeacher(Teacher):
         else:
             kwargs["input_points"] = batch["input_points"]
             kwargs["input_labels"] = batch["input_labels"]
-        if self.uses_cache:
+        if self.encoder_frozen:
             import torch
 
             pixels = batch["pixel_values"]
             # the cache hands its encode function the rows it lacks: give it row numbers,
             # so only those images are normalised and encoded
             rows = torch.arange(pixels.shape[0], device=pixels.device)
-
-            def encode(missing: Any) -> Any:
-                return self._encode(self.encoder_input(batch, missing))
-
-            kwargs["image_embeddings"] = self.cache.embeddings(batch["cache_keys"], rows, encode)
+            if self.uses_cache:
+                kwargs["image_embeddings"] = self.cache.embeddings(
+                    batch["cache_keys"], rows, lambda missing: self.frozen_embeddings(batch, missing))
+            else:
+                kwargs["image_embeddings"] = self.frozen_embeddings(batch, rows)
         else:
             kwargs["pixel_values"] = self.encoder_input(batch)
         out = model(**kwargs)
@@ -169,6 +172,18 @@ class SamTeacher(Teacher):
             pixels, sizes = pixels[rows], sizes[rows]
         dtype = next(self.sam.vision_encoder.parameters()).dtype
         return finish_pixels(pixels, sizes, self.settings.mean, self.settings.std, dtype)
+
+    def frozen_embeddings(self, batch: dict[str, Any], rows: Any) -> Any:
+        """Image embeddings of the batch's ``rows`` from the frozen encoder, without
+        autograd, ``encoder_batch_size`` images per encoder call: the encoder's memory is
+        that of one such call whatever the batch, so the mask decoder can train on
+        larger batches than one encoder pass would hold."""
+        import torch
+
+        step = self.config.encoder_batch_size
+        with torch.no_grad():
+            parts = [self._encode(self.encoder_input(batch, rows[i : i + step])) for i in range(0, len(rows), step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _encode(self, pixel_values: Any) -> Any:
         """Image embeddings of normalised pixels (:meth:`encoder_input` of a batch)."""

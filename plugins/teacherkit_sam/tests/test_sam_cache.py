@@ -134,3 +134,35 @@ def test_with_the_default_augmentation_a_repeated_view_is_served_from_the_cache(
     other = epoch_batch(1)
     teacher.cache.embeddings(other["cache_keys"], teacher.encoder_input(other), teacher._encode)
     assert teacher.cache.stats()["misses"] == len(shapes_samples)  # view 1: new inputs
+
+
+def test_a_frozen_encoder_runs_encoder_batch_size_images_per_call(shapes_samples):
+    """The training batch is encoded in chunks: 4 images at encoder_batch_size 3 take two
+    encoder calls (3 + 1), with and without the cache, and the loss equals one call's."""
+    pre = load_sam_with_lora("tiny", **TINY).make_preprocessor()
+    batch = pre.collate([pre({**s, "extra": {"seed": 2}}, train=True) for s in shapes_samples])
+    losses = {}
+    for store in ("off", "memory"):
+        for chunk in (3, 8):
+            teacher = load_sam_with_lora("tiny", cache_embeddings=store, encoder_batch_size=chunk, **TINY)
+            calls = _count_encoder_calls(teacher)
+            losses[store, chunk], _ = _loss_and_grads(teacher, batch)
+            assert calls[0] == (2 if chunk == 3 else 1), (store, chunk)
+    reference = losses["off", 8]
+    for loss in losses.values():
+        torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frozen_encoder_predicts_as_transformers_samodel_from_pixels(shapes_samples):
+    """Embeddings made outside the model (chunked, no autograd) give transformers' own
+    result for pixels passed to ``SamModel``, cached or not."""
+    for store in ("off", "memory"):
+        teacher = load_sam_with_lora("tiny", cache_embeddings=store, encoder_batch_size=2, **TINY)
+        pre = teacher.make_preprocessor()
+        batch = pre.collate([pre(s, train=False) for s in shapes_samples])
+        with torch.no_grad():
+            ours = teacher.forward(teacher.model, {**batch, "prompt_kind": "box"})
+            theirs = teacher.sam(pixel_values=teacher.encoder_input(batch), input_boxes=batch["input_boxes"],
+                                 multimask_output=False)
+        torch.testing.assert_close(ours["pred_masks"], theirs.pred_masks, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ours["iou_scores"], theirs.iou_scores, rtol=1e-5, atol=1e-5)
