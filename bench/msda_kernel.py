@@ -96,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# msda size={args.size} device={card} queries={batch}x{keys} max_abs_diff={diff:.2e} "
           f"date={time.strftime('%Y-%m-%d')}")
     print(f"ratio kernel vs transformers: speed {speed:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps({"size": args.size, "card": card, "max_abs_diff": diff, "rows": rows,
-                                         "speed_ratio": speed, "date": time.strftime("%Y-%m-%d")}, indent=2))
+    if args.json:  # with the machine, versions and exact command every results file carries
+        sys.path.insert(0, str(Path(__file__).parent))
+        from train_throughput import run_record
+
+        record = {"kind": "msda_kernel", **run_record("bench/msda_kernel.py", argv), "size": args.size,
+                  "card": card, "max_abs_diff": diff, "rows": rows, "speed_ratio": speed}
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
     tolerance = 5e-2 if cuda else 1e-5  # bf16 values on the GPU
     return 0 if diff <= tolerance * max(1.0, float(expected.abs().max())) else 1
 

@@ -10,7 +10,10 @@ Workloads (random weights: speed and memory do not depend on the values):
 ``sam_lora``     SAM, LoRA on the image encoder's qkv + a fully trained mask decoder.
 ``sam_frozen``   SAM with a frozen image encoder, 3 epochs over the same images: the
                  plain loop runs the encoder every step, teacherkit reads the embedding
-                 cache from the second epoch on.
+                 cache from the second epoch on. Variant ``decoder_batch``: the cache
+                 warm and ``--decoder-batch`` images per step (default 8x the batch;
+                 the encoder would run ``encoder_batch_size`` images per call), the
+                 batch a frozen encoder lets the mask decoder train on when it fits.
 
 Each lever (frozen weights in bf16, channels-last, gradient checkpointing, the loss with
 transformers' host syncs, foreach instead of fused AdamW, reading the losses on the host
@@ -72,6 +75,8 @@ class Result:
     seconds: float | None = None
     #: this process's CPU seconds over the timed steps (on a CPU device the fairer figure on a busy machine)
     cpu_seconds: float | None = None
+    #: images over the timed steps (steps x batch); CPU-second ratios are per image
+    images: int | None = None
     error: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -364,16 +369,21 @@ def count_syncs(step: Any, batch: dict[str, Any], dev: Device) -> int | None:
 
 
 def measure(workload: str, variant: str, build: Any, warm: list, work: list, size: Size, dev: Device,
-            syncs: bool = False, epochs: bool = False, profiled: bool = False) -> Result:
-    """Build (model + step), time it, free it; a failing variant is reported, not fatal."""
+            syncs: bool = False, epochs: bool = False, profiled: bool = False, batch: int | None = None) -> Result:
+    """Build (model + step), time it, free it; a failing variant is reported, not fatal.
+    ``batch``: images per step when not ``size.batch``."""
     result = Result(workload, variant)
+    batch = batch or size.batch
     try:
         dev.reset_peak()
         step, notes = build()
         result.notes.update(notes)
         laps: list[float] | None = [] if epochs else None
-        ips, seconds, peak, cpu = timed(step, warm, work, size.steps, dev, size.batch, laps)
+        ips, seconds, peak, cpu = timed(step, warm, work, size.steps, dev, batch, laps)
         result.images_per_second, result.seconds, result.peak_gib, result.cpu_seconds = ips, seconds, peak, cpu
+        result.images = size.steps * batch
+        if batch != size.batch:
+            result.notes["batch"] = batch
         if laps:
             result.notes["epoch_seconds"] = laps
         if syncs:
@@ -510,7 +520,7 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
 
 
 def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: list[str],
-                  wanted: set[str], profiled: bool = False) -> list[Result]:
+                  wanted: set[str], profiled: bool = False, decoder_batch: int | None = None) -> list[Result]:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import SamConfig as HFSamConfig
@@ -571,7 +581,11 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
         return build
 
     def teacherkit(cfg: Any, *, bf16: bool = False, channels_last: bool = False, checkpointing: bool = False,
-                   attention: str | None = None, warm_cache: bool = False, **step_kwargs: Any) -> Any:
+                   attention: str | None = None, warm_cache: bool = False, fill: list | None = None,
+                   **step_kwargs: Any) -> Any:
+        """``warm_cache``: the cache filled untimed first, from ``fill`` (default: the
+        warm-up and epoch batches)."""
+
         def build() -> tuple[Any, dict[str, Any]]:
             teacher, model, fn = teacher_parts(cfg)
             notes = {"tuning": teacher.mode,
@@ -585,7 +599,7 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
                 notes["cache"] = teacher.cache
                 if warm_cache:  # a later run on the same images (a sweep, a resumed run): untimed fill
                     with torch.no_grad(), dev.autocast():
-                        for b in warm[:1] + epoch:
+                        for b in fill if fill is not None else warm[:1] + epoch:
                             teacher.forward(model, b)  # the teacher's own path fills its cache
                     teacher.cache.reset_stats()
             return step, notes
@@ -609,11 +623,25 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
         this_warm, this_epoch = plain_parts if name == "plain" else (warm, epoch)
         result = measure("sam_frozen_3ep", name, build, this_warm, this_epoch, three_epochs, dev, epochs=True,
                          profiled=profiled and name in ("plain", "teacherkit"))
-        cache = result.notes.pop("cache", None)
-        if cache is not None:
-            result.notes["cache"] = cache.stats()
+        _cache_stats(result)
         results.append(result)
+    # the cached phase at a larger batch: as many images as the 3 epochs above (rounded up to
+    # whole steps), the same images cycled; the cache is filled untimed, as warm_cache's
+    big = decoder_batch or 8 * size.batch
+    items = [samples[size.batch + i % size.sam_images] for i in range(big * -(-3 * size.sam_images // big))]
+    big_epoch = batches(pre, items, big, dev)
+    result = measure("sam_frozen_3ep", "decoder_batch", teacherkit(frozen_cfg, warm_cache=True, fill=big_epoch),
+                     big_epoch[:1], big_epoch, replace_steps(size, len(big_epoch)), dev, batch=big)
+    _cache_stats(result)
+    results.append(result)
     return results
+
+
+def _cache_stats(result: Result) -> None:
+    """The embedding cache a variant's notes hold, as its hit/miss counts."""
+    cache = result.notes.pop("cache", None)
+    if cache is not None:
+        result.notes["cache"] = cache.stats()
 
 
 def sam_lora(plain: Any, teacherkit: Any, lora_cfg: Any, parts: tuple[list, list], plain_parts: tuple[list, list],
@@ -692,7 +720,7 @@ def ratios(results: list[Result], by_cpu: bool = False) -> list[dict[str, Any]]:
         if r.variant == "plain" or base is None or r.error:
             continue
         if by_cpu and r.cpu_seconds and base.cpu_seconds:
-            speed = base.cpu_seconds / r.cpu_seconds  # same steps and batch on both sides
+            speed = (base.cpu_seconds / base.images) / (r.cpu_seconds / r.images)  # CPU seconds per image
         else:
             speed = r.images_per_second / base.images_per_second
         memory = (r.peak_gib / base.peak_gib) if r.peak_gib and base.peak_gib else None
@@ -718,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levers", default="", help="comma list of teacherkit variants to add, or 'all' "
                         f"({', '.join(ALL_LEVERS)}, compile)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default by size)")
+    parser.add_argument("--decoder-batch", type=int, default=None,
+                        help="images per step of sam_frozen's decoder_batch variant (default 8x the batch)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every workload this many times and keep each variant's best (a busy machine)")
@@ -749,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         if "gdino_lora" in wanted:
             results += gdino_workload(host, args.size, size, dev, levers, profiled=args.profile)
         if {"sam_lora", "sam_frozen"} & set(wanted):
-            results += sam_workloads(host, args.size, size, dev, levers, set(wanted), profiled=args.profile)
+            results += sam_workloads(host, args.size, size, dev, levers, set(wanted), profiled=args.profile,
+                                     decoder_batch=args.decoder_batch)
         runs.append(results)
     results = best_of(runs, by_cpu=not dev.cuda)
     rows = ratios(results, by_cpu=not dev.cuda)

@@ -50,6 +50,10 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     # a warm cache (a later run on the same images): no epoch runs the encoder
     warm = by_key[("sam_frozen_3ep", "warm_cache")]["notes"]["cache"]
     assert warm["misses"] == 0 and warm["hits"] > 0
+    # the cached phase at 8x the batch: fewer, larger steps over as many images, all from the cache
+    big = by_key[("sam_frozen_3ep", "decoder_batch")]
+    assert big["notes"]["batch"] == 8 * data["batch"] and big["notes"]["cache"]["misses"] == 0
+    assert big["images"] >= by_key[("sam_frozen_3ep", "warm_cache")]["images"]
     # the SAM variants say which attention ran: the plugin's folded one unless the lever reverts it
     assert by_key[("sam_lora", "teacherkit")]["notes"]["attention"].startswith("folded")
     assert by_key[("sam_lora", "sdpa_attention")]["notes"]["attention"].startswith("sdpa")
@@ -63,6 +67,9 @@ def test_msda_kernel_tiny_matches_transformers(tmp_path: Path) -> None:
     assert "ratio kernel vs transformers" in done.stdout
     data = json.loads(out.read_text())
     assert data["max_abs_diff"] < 1e-5 and set(data["rows"]) == {"transformers", "kernel"}
+    # a results file's record: machine, date, versions, the exact command
+    assert data["kind"] == "msda_kernel" and data["command"] == f"python bench/msda_kernel.py --size tiny --json {out}"
+    assert data["machine"]["cpu_count"] >= 1 and data["date"] and data["versions"]["torch"]
 
 
 @pytest.mark.slow
@@ -137,3 +144,17 @@ def test_eval_metrics_prints_both_ways_and_writes_its_record(tmp_path: Path) -> 
     record = json.loads(out.read_text())
     assert [r["epoch"] for r in record["rows"]] == [1, 2] and record["machine"]["cpus"] >= 1
     assert all(r["plain_cpu_s"] >= 0 and r["teacherkit_cpu_s"] >= 0 for r in record["rows"])
+
+
+def test_quickstart_time_runs_the_readme_commands_in_a_folder_of_its_own(tmp_path: Path) -> None:
+    """What the quick-start timing runs is README command 1's teacherkit commands, as written,
+    with the run folder moved out of the reader's runs/ (nothing is run here)."""
+    readme = BENCH.parent / "README.md"
+    done = _run("quickstart_time.py", "--print-commands", tmp_path=tmp_path)
+    commands = done.stdout.splitlines()
+    assert [c.split()[:2] for c in commands] == [["teacherkit", "train"], ["teacherkit", "evaluate"]]
+    assert "runs/quickstart" not in done.stdout
+    block = readme.read_text(encoding="utf-8").split("## Quick start", 1)[1].split("```bash\n", 1)[1]
+    run_dir = commands[1].split()[2]
+    for command in commands:  # each is the README's, but for the run folder
+        assert command.replace(run_dir, "runs/quickstart") in block

@@ -125,6 +125,10 @@ def test_the_three_bench_tables_put_teacherkit_next_to_its_reference(render, tmp
     assert "| gdino_lora | plain | 18.0 | 1.20 | - | 1.00× (reference) | - |" in table
     assert "| gdino_lora | teacherkit | 19.0 | 1.00 | - | 1.20× | - |" in table
     assert "| gdino_lora | bf16_frozen | failed: RuntimeError: no bf16 |" in table  # a failed variant is shown
+    big = {"workload": "sam_frozen_3ep", "variant": "decoder_batch", "images_per_second": 60.0, "cpu_seconds": 0.5,
+           "peak_gib": None, "error": None, "notes": {"batch": 16}}
+    table = render.render_train_throughput({**train, "results": [big], "ratios": []})
+    assert "| sam_frozen_3ep | decoder_batch (batch 16) | 60.0 |" in table  # a variant at its own batch says so
     stage = {"read_ms": 10.0, "augment_ms": 37.5, "preprocess_ms": 2.7, "collate_ms": 0.4, "img_per_s": 19.4,
              "mb_per_item": 2.7}
     pipeline = _record("data_pipeline", settings={"image": [800, 1200], "items": 48, "objects": 6, "batch": 4,
@@ -171,3 +175,16 @@ def test_label_throughput_table_says_rates_ratios_and_whether_outputs_matched(re
     assert said in text and "--workers 2;" in text
     text = render.render_label_throughput(_throughput_record(True, True, "2, or 1 with one CPU"))
     assert "label's default --workers: 2, or 1 with one CPU" in text
+
+
+def test_the_quick_start_timing_is_shown_against_the_readme_promise(render):
+    rows = [{"command": "teacherkit train --config examples/quickstart.yaml --output /tmp/q/run", "wall_s": 120.4,
+             "cpu_s": 200.0},
+            {"command": "teacherkit evaluate /tmp/q/run --data examples/domain_b/test.json", "wall_s": 20.0,
+             "cpu_s": 30.5}]
+    record = _record("quickstart", promise_s=180.0, rows=rows, total_wall_s=140.4, total_cpu_s=230.5,
+                     machine={"cpu_count": 2})
+    table = render.render_quickstart(record)
+    assert "| `teacherkit train` | 120.4 | 200.0 |" in table and "| both | 140.4 | 230.5 |" in table
+    assert "within the README's 180 s" in table
+    assert "**over**" in render.render_quickstart({**record, "total_wall_s": 190.0})
