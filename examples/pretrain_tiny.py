@@ -44,8 +44,8 @@ DINO_SETTINGS = [
     "teachers.grounding_dino.box_threshold=0.05", "teachers.grounding_dino.text_threshold=0.05",
 ]
 #: SAM pretrains with a light focal term: at the paper's weight (20) a random tiny SAM first
-#: collapses to empty masks and needs hundreds of steps to climb back out (measured: mIoU
-#: 0.76 after 300 steps with weight 1 against 0.28-0.51 with 20).
+#: collapses to empty masks and needs hundreds of steps to climb back out (seen in short runs
+#: on domain A, 2026-11-26; docs/teacher-quality.md).
 SAM_SETTINGS = ["teachers.sam.image_size=128", "teachers.sam.max_instances=8", "teachers.sam.focal_weight=1.0"]
 #: epochs, batch size, peak learning rate of each teacher's pretraining
 SCHEDULE = {"grounding_dino": (24, 8, 1e-3), "sam": (24, 8, 2e-3)}
@@ -116,9 +116,9 @@ def write_sam_init(folder: Path, seed: int) -> None:
     transformers draws SAM's random Fourier position features with std ``hidden_size // 2``
     (16 for the tiny width), written for checkpoints that overwrite them. On the tiny
     model's 16×16 grid such frequencies alias: neighbouring cells get unrelated codes and a
-    box prompt cannot be matched to image positions (measured: mIoU stalls at ~0.48, the
-    box-filling level, against 0.76 with std 1 after 300 steps). The original SAM draws them
-    with std 1; so does this script.
+    box prompt cannot be matched to image positions (in short runs mIoU stalled at about the
+    box-filling level, and rose well past it with std 1). The original SAM draws them with
+    std 1; so does this script.
     """
     import torch
     from transformers import SamModel
