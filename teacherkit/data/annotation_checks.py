@@ -7,7 +7,6 @@ extent versus bbox) is gathered into batches computed with numpy (:mod:`~.polygo
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import msgspec
@@ -18,6 +17,8 @@ from teacherkit.data.polygon_batch import EDGE_TOLERANCE, PolygonBatch, area_inc
 from teacherkit.data.rawcoco import UNSET, RawAnnotation, decode_polygons, decode_segmentation, json_type
 
 _NUMBER = (int, float)
+#: Fast paths bound sums by this (math.isfinite raises on JSON integers beyond float range)
+_LARGE = 1e300
 
 
 def is_int(value: Any) -> bool:
@@ -96,7 +97,7 @@ class AnnotationChecker:
         x, y, w, h = bbox
         width, height = size
         if not (type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER
-                and math.isfinite(x + y + w + h + area) and w > 0 and h > 0 and area >= 0
+                and -_LARGE < x + y + w + h + area < _LARGE and w > 0 and h > 0 and area >= 0
                 and x >= -EDGE_TOLERANCE and y >= -EDGE_TOLERANCE and x + w <= width + EDGE_TOLERANCE
                 and y + h <= height + EDGE_TOLERANCE and x < width and y < height):
             return False
@@ -122,10 +123,8 @@ class AnnotationChecker:
         out = self.out
         segmentation, typed = (decode_segmentation(ann.segmentation) if ann.segmentation is not UNSET
                                else (None, False))
-        iscrowd = ann.iscrowd
-        if iscrowd is UNSET:
-            iscrowd = 0
-        elif not (iscrowd in (0, 1) and type(iscrowd) in (int, bool)):
+        iscrowd = 0 if ann.iscrowd is UNSET else ann.iscrowd
+        if not (iscrowd in (0, 1) and type(iscrowd) in (int, bool)):
             out.append(finding("iscrowd.bad_value", f"iscrowd is {iscrowd!r}, expected 0 or 1", f"{path}.iscrowd",
                                **where))
             iscrowd = 0
@@ -145,7 +144,7 @@ class AnnotationChecker:
             elif segmentation is None and not has_keypoints:
                 out.append(finding("annotation.no_geometry", "no bbox, segmentation or keypoints", path, **where))
         area = ann.area
-        if mask == "batch" and type(area) in _NUMBER and area >= 0 and math.isfinite(area):
+        if mask == "batch" and type(area) in _NUMBER and area >= 0 and is_finite_number(area):
             self.batch.set_area(area)  # compared with the polygon area in the batch
         else:
             self._check_area(area, box, mask, path, where)
@@ -219,7 +218,7 @@ class AnnotationChecker:
             # fast path for the usual valid box; anything unusual takes the exact path below
             x, y, w, h = bbox
             if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER \
-                    and math.isfinite(x + y + w + h) and w > 0 and h > 0:
+                    and -_LARGE < x + y + w + h < _LARGE and w > 0 and h > 0:
                 if size is None:
                     return (x, y, w, h), None
                 width, height = size
@@ -231,9 +230,9 @@ class AnnotationChecker:
                                      "numbers", path, where)
         if len(bbox) != 4:
             return self._box_problem("bbox.wrong_length", f"bbox has {len(bbox)} numbers, expected 4", path, where)
-        x, y, w, h = (float(v) for v in bbox)
-        if not all(math.isfinite(v) for v in (x, y, w, h)):
+        if not all(is_finite_number(v) for v in bbox):  # an integer beyond float range is no finite float
             return self._box_problem("bbox.non_finite", f"bbox {bbox} holds NaN or infinity", path, where)
+        x, y, w, h = (float(v) for v in bbox)
         if w <= 0 or h <= 0:
             return self._box_problem("bbox.non_positive_size", f"bbox {bbox} has width or height <= 0", path, where)
         if size is not None:
@@ -297,7 +296,7 @@ class AnnotationChecker:
                     out.append(finding("polygon.bad_type", f"polygon is {_short(poly)}, expected a list of "
                                        "numbers", f"{spath}[{j}]", **where))
                     continue
-                if not all(math.isfinite(v) for v in poly):
+                if not all(is_finite_number(v) for v in poly):
                     out.append(finding("polygon.non_finite", "polygon holds NaN or infinity", f"{spath}[{j}]",
                                        **where))
                     continue

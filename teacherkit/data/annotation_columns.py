@@ -113,16 +113,36 @@ def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, .
                                                                                       bboxes, strict=True)]
     if len(set(keys)) != n or not checker.seen_objects.isdisjoint(keys):
         return False
-    if checker.batch.full():
-        checker.flush()
     checker.seen_ids.update(ids)
-    checker.batch.queue_many(polygons, list(map(checker.image_sizes.__getitem__, image_ids)),
-                             list(map(tuple, bboxes)), list(areas), first, list(image_ids), list(ids))
+    _queue_run(checker, first, polygons, list(map(checker.image_sizes.__getitem__, image_ids)),
+               list(map(tuple, bboxes)), list(areas), list(image_ids), list(ids))
     category_images = checker.category_images
     for category_id, image_id in zip(category_ids, image_ids, strict=True):
         category_images[category_id].add(image_id)
     checker.seen_objects.update(keys)
     return True
+
+
+def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[float]]],
+               sizes: list[tuple[int, int]], boxes: list[tuple[Any, ...]], areas: list[Any], image_ids: list[Any],
+               ids: list[Any]) -> None:
+    """Queue a run's polygons, flushing the batch before each annotation that finds it full,
+    as :meth:`AnnotationChecker.check` does: the batches, so the order of the findings,
+    are those of checking one annotation at a time."""
+    batch = checker.batch
+    counts = np.fromiter(map(len, polygons), dtype=np.int64, count=len(polygons))
+    lengths = np.fromiter(map(len, chain.from_iterable(polygons)), dtype=np.int64, count=int(counts.sum()))
+    numbers = np.cumsum(lengths)[np.cumsum(counts) - 1]  # numbers queued up to each annotation, inclusive
+    start = 0
+    while start < len(polygons):
+        if batch.full():
+            checker.flush()
+        before = int(numbers[start - 1]) if start else 0
+        # up to the first annotation that fills the batch: the next one flushes it
+        stop = min(len(polygons), int(np.searchsorted(numbers, before + batch.room(), side="left")) + 1)
+        batch.queue_many(polygons[start:stop], sizes[start:stop], boxes[start:stop], areas[start:stop],
+                         first + start, image_ids[start:stop], ids[start:stop])
+        start = stop
 
 
 def _boxes_usual(bboxes: tuple[list[Any], ...], areas: tuple[Any, ...], sizes: list[tuple[int, int]]) -> np.ndarray:

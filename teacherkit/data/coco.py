@@ -240,7 +240,13 @@ def load_coco(path: str | Path) -> CocoDataset:
     (``$.annotations[12].bbox: Expected array, got str``), and duplicate image ids.
     """
     path = Path(path)
-    file = decode_coco_file(path, _CocoFile)
+    try:
+        file = decode_coco_file(path, _CocoFile)
+    except DataError:
+        # a segmentation before the problem found may be malformed too: name the first
+        # problem in file order, as a decode that checks segmentations with the rest does
+        decode_coco_file(path, _PythonFile)
+        raise
     _check_segmentations(path, file.annotations)
     return CocoDataset._from_file(file, path)
 

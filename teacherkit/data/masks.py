@@ -235,4 +235,11 @@ def is_number(value: Any) -> bool:
 
 
 def is_finite_number(value: Any) -> bool:
-    return is_number(value) and math.isfinite(value)
+    """A JSON number that is a finite float: not NaN, infinity, or an integer beyond float
+    range (math.isfinite raises on those)."""
+    if not is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False

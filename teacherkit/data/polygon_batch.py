@@ -97,6 +97,10 @@ class PolygonBatch:
     def full(self) -> bool:
         return self.numbers >= BATCH_NUMBERS
 
+    def room(self) -> int:
+        """Numbers the batch takes before it is :meth:`full`."""
+        return BATCH_NUMBERS - self.numbers
+
     def queue(self, polys: list[list[float]], js: list[int] | None, size: tuple[int, int] | None, box: Box | None,
               spath: str, where: dict[str, Any]) -> None:
         """Queue one annotation's usable polygons (``js``: their indices in its segmentation,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -179,8 +180,13 @@ def _check_categories(categories: list[Any], out: list[Finding]) -> set[Any]:
     return ids
 
 
+#: The largest width or height taken: the geometry checks compute in floats, and a larger
+#: JSON integer does not convert to one.
+_MAX_SIDE = sys.float_info.max
+
+
 def _positive_int(value: Any) -> int | None:
-    if is_int(value) and value > 0:
+    if is_int(value) and 0 < value <= _MAX_SIDE:
         return value
     if isinstance(value, float) and value.is_integer() and value > 0:
         return int(value)  # 640.0 is written by some tools and means 640
@@ -195,8 +201,8 @@ def _usual_image(image: Any, ids: set[Any], files: dict[str, int]) -> tuple[int,
         return None
     iid, width, height, name = image.get("id"), image.get("width"), image.get("height"), image.get("file_name")
     if type(iid) is int and type(width) is int and type(height) is int and type(name) is str \
-            and width > 0 and height > 0 and iid not in ids and name not in files and name.strip() \
-            and "/" not in name and "\\" not in name and ".." not in name and ":" not in name:
+            and 0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE and iid not in ids and name not in files \
+            and name.strip() and "/" not in name and "\\" not in name and ".." not in name and ":" not in name:
         return iid, width, height, name
     return None
 
@@ -252,7 +258,8 @@ def _check_unusual_image(index: int, image: Any, seen: tuple[set[Any], dict[Any,
             out.append(finding("image.missing_field", f"image has no {key}", f"{path}.{key}", **where))
             dims.append(None)
         elif _positive_int(value) is None:
-            out.append(finding("image.bad_field", f"{key} is {value!r}, expected an integer > 0",
+            beyond = " within float range" if is_int(value) and value > 0 else ""
+            out.append(finding("image.bad_field", f"{key} is {value!r}, expected an integer > 0{beyond}",
                                f"{path}.{key}", **where))
             dims.append(None)
         else:
