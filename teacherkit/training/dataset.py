@@ -191,6 +191,12 @@ class EpochKeyed:
     seeds, :class:`ReplayMix`'s replay picks and ``augment_views`` then follow the epoch
     exactly as with a loader built anew each epoch. ``set_epoch`` runs once per epoch per
     copy (the replay draw is a permutation per epoch, not per sample).
+
+    In a worker, the process-wide generators (``random``, numpy's, torch's) are seeded
+    from ``(seed, epoch, index)`` before each sample: a preprocessor that draws from them
+    then gets the same numbers whichever worker loads the sample, however many epochs that
+    worker has served, and in a run resumed part-way. In the main process (no workers)
+    they are left alone: they are the training stream a checkpoint saves and restores.
     """
 
     def __init__(self, dataset: Any) -> None:
@@ -204,7 +210,30 @@ class EpochKeyed:
         epoch, index = key
         if getattr(self.dataset, "epoch", None) != epoch:
             self.dataset.set_epoch(epoch)
+        if _in_worker():
+            _seed_process_generators(getattr(self.dataset, "seed", 0), epoch, index)
         return self.dataset[index]
+
+
+#: Seed stream of a worker's process-wide generators, apart from the samples' own seeds.
+WORKER_STREAM = 0x574B5253  # "WKRS"
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
+def _seed_process_generators(seed: int, epoch: int, index: int) -> None:
+    import random
+
+    import torch
+
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index, WORKER_STREAM]).generate_state(2, np.uint32)
+    random.seed(int(state[0]))
+    np.random.seed(int(state[0]))
+    torch.manual_seed((int(state[0]) << 32) | int(state[1]))
 
 
 def batches_per_epoch(num_samples: int, batch_size: int) -> int:

@@ -105,8 +105,13 @@ class GroundingDinoPreprocessor:
         # Crowd regions and boxes with no area teach nothing a matcher can use (DETR drops them too).
         keep = (~crowd) & (boxes[:, 2] > 0) & (boxes[:, 3] > 0) if len(labels) else np.zeros(0, dtype=bool)
         boxes, labels = boxes[keep], labels[keep]
-        # Training draws negatives at random (the trainer seeds workers); evaluation is deterministic.
-        rng = random.Random(random.getrandbits(64)) if train else None
+        # Training draws negatives from the sample's own seed (the trainer's sample_seed(seed,
+        # epoch, index)), so the prompt does not depend on which process loads it or on what
+        # it drew before; a sample without one draws from the process. Evaluation is deterministic.
+        rng = None
+        if train:
+            seed = (sample.get("extra") or {}).get("seed")
+            rng = random.Random(int(seed) if seed is not None else random.getrandbits(64))
         prompt = self.prompts.for_sample(labels.tolist(), rng)
         phrase_of = prompt.phrase_of()
         in_prompt = np.asarray([int(c) in phrase_of for c in labels], dtype=bool)
