@@ -139,4 +139,10 @@ def image_batches(files: Sequence[Path], refused: set[Path], batch_size: int, *,
     try:
         yield from batches
     finally:
-        del batches  # the last reference: its workers are stopped now, not when a traceback lets go of it
+        # Stopped now, not when the iterator is collected: an exception raised while waiting
+        # for a batch (Ctrl-C) holds the iterator in its traceback, which a notebook keeps,
+        # and the readers ignore the signals that would end them.
+        stop = getattr(batches, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
+        del batches

@@ -46,17 +46,41 @@ def settings_path(output: Path) -> Path:
 
 def label_settings(experiment: Any, *, adapter_scale: float, classes: list[str] | None,
                    thresholds: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings of a run, as recorded: plain JSON values, compared as they are."""
+    """The settings of a run, as recorded: plain JSON values. A flag given with the value
+    it has anyway is recorded as not given (``--classes`` naming every class, a
+    ``--box-threshold`` equal to the box teacher's own), so spelling out a default on
+    ``--resume`` is no change."""
+    every_class = {str(c["name"]) for c in experiment.info.categories}
     settings: dict[str, Any] = {
         "experiment": str(Path(experiment.path).resolve()),
         "teachers": list(experiment.teacher_names),
         "adapter_scale": float(adapter_scale),
-        "classes": sorted(set(classes)) if classes else None,
+        "classes": sorted(set(classes)) if classes and set(classes) != every_class else None,
         "score_thresholds": thresholds.record() if thresholds is not None and thresholds.active else None,
     }
-    for key, value in sorted((overrides or {}).items()):
+    for key, value in sorted(_changed_overrides(experiment, overrides or {}).items()):
         settings[key] = value
     return json.loads(json.dumps(settings))  # as it reads back (tuples as lists, ...)
+
+
+def _changed_overrides(experiment: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The prediction settings of ``overrides`` that differ from the box teacher's config."""
+    if not overrides:
+        return {}
+    config = experiment.config.teacher(experiment.box_teacher_name("labelling"))
+    unset = object()
+    return {key: value for key, value in overrides.items() if getattr(config, key, unset) != value}
+
+
+def _deciding(key: str, value: Any) -> Any:
+    """What of a recorded value decides the labels. The score cut: its numbers, not where
+    the default came from (``--score-threshold 0.4`` is the recorded best-F1 0.4), nor a
+    class's own cut equal to the default."""
+    if key != "score_thresholds" or not isinstance(value, dict):
+        return value
+    default = value.get("default")
+    per_class = value.get("per_class") or {}
+    return {"default": default, "per_class": {name: cut for name, cut in per_class.items() if cut != default}}
 
 
 def write_settings(output: Path, settings: dict[str, Any]) -> None:
@@ -102,7 +126,7 @@ def differences(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """One ``flag: recorded X, now Y`` per setting that differs."""
     keys = list(FLAGS) + sorted((set(recorded) | set(now)) - set(FLAGS))
     return [f"{FLAGS.get(key, key)}: recorded {_shown(key, recorded.get(key))}, now {_shown(key, now.get(key))}"
-            for key in keys if recorded.get(key) != now.get(key)]
+            for key in keys if _deciding(key, recorded.get(key)) != _deciding(key, now.get(key))]
 
 
 def check_resumed_settings(output: Path, settings: dict[str, Any], partial_files: list[Path]) -> None:
