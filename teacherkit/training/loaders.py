@@ -16,6 +16,11 @@ A loader is rebuilt only when its split is asked for with another dataset or ano
 size (a retry with a smaller batch after running out of memory); the old workers are shut
 down first.
 
+A user's error raised while a worker reads a sample (a ``TeacherkitError`` naming the file
+and place, an ``OSError``) comes back as a value and is raised in the main process as it
+was: re-raised by torch it would carry the worker's traceback in its message, which the
+command line then prints.
+
 Nothing here imports torch at module level.
 """
 
@@ -35,9 +40,81 @@ def _worker_init(worker_id: int) -> None:
 
 @dataclass
 class _Built:
-    loader: Any
+    loader: Any  # a _Loader
     dataset: Any
     batch_size: int
+
+
+class _Failure:
+    """A user's error raised in a worker, sent to the main process as a value."""
+
+    def __init__(self, error: BaseException) -> None:
+        import pickle
+
+        try:
+            pickle.loads(pickle.dumps(error))
+        except Exception:  # a subclass that does not pickle: its message and exit code travel
+            from teacherkit.errors import TeacherkitError
+
+            message, code = str(error), getattr(error, "exit_code", None)
+            error = TeacherkitError(message)
+            if code is not None:
+                error.exit_code = code
+        self.error = error
+
+
+class _Carrying:
+    """The dataset a loader reads: a worker hands back a user's error as a :class:`_Failure`."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        from teacherkit.errors import TeacherkitError
+
+        try:
+            return self.dataset[key]
+        except (TeacherkitError, OSError) as exc:
+            from torch.utils.data import get_worker_info
+
+            if get_worker_info() is None:
+                raise
+            return _Failure(exc)
+
+
+class _Collate:
+    """The dataset's collate, or the batch's first failure as it is."""
+
+    def __init__(self, collate: Callable[[list[Any]], Any]) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list[Any]) -> Any:
+        for item in items:
+            if isinstance(item, _Failure):
+                return item
+        return self.collate(items)
+
+
+class _Loader:
+    """A DataLoader whose batches raise, in the main process, the error a worker sent."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            if isinstance(batch, _Failure):
+                raise batch.error
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loader, name)
 
 
 class RunLoaders:
@@ -74,10 +151,10 @@ class RunLoaders:
         from torch.utils.data import DataLoader
 
         workers = self.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=dataset.preprocessor.collate,
-                          num_workers=workers, pin_memory=self.pin_memory,
-                          generator=torch.Generator().manual_seed(self.seed), persistent_workers=workers > 0,
-                          worker_init_fn=_worker_init if workers else None)
+        return _Loader(DataLoader(_Carrying(dataset), batch_size=batch_size, sampler=sampler,
+                                  collate_fn=_Collate(dataset.preprocessor.collate), num_workers=workers,
+                                  pin_memory=self.pin_memory, generator=torch.Generator().manual_seed(self.seed),
+                                  persistent_workers=workers > 0, worker_init_fn=_worker_init if workers else None))
 
     def close(self, split: str | None = None) -> None:
         """Shut down the workers of ``split`` (every split when ``None``) and forget its
@@ -85,7 +162,7 @@ class RunLoaders:
         for name in [split] if split is not None else list(self._built):
             built = self._built.pop(name, None)
             if built is not None:
-                shutdown_workers(built.loader)
+                shutdown_workers(built.loader.loader)
 
     @property
     def splits(self) -> list[str]:
