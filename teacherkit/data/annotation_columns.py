@@ -43,15 +43,17 @@ def check_chunk(checker: AnnotationChecker, first: int, chunk: list[Any]) -> Non
     """Check ``chunk`` (annotations ``first, first + 1, ...``): runs of usual annotations in
     bulk, each other one by :meth:`AnnotationChecker.check`, in file order (which decides
     which of two equal ids or objects is the repeat)."""
-    usual, polygons, columns = _usual_mask(checker, chunk)
+    usual, polygons, numbers, columns = _usual_mask(checker, chunk)
     taken = 0
     for start, stop in _runs(usual):
         for index in range(taken, start):
             checker.check(first + index, chunk[index])
-        if not _take_run(checker, first + start, [column[start:stop] for column in columns], polygons[:stop - start]):
+        run = stop - start
+        if not _take_run(checker, first + start, [column[start:stop] for column in columns], polygons[:run],
+                         numbers[:run]):
             for index in range(start, stop):
                 checker.check(first + index, chunk[index])
-        polygons = polygons[stop - start:]
+        polygons, numbers = polygons[run:], numbers[run:]
         taken = stop
     for index in range(taken, len(chunk)):
         checker.check(first + index, chunk[index])
@@ -64,12 +66,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _usual_mask(checker: AnnotationChecker, chunk: list[Any]
-                ) -> tuple[np.ndarray, list[list[list[float]]], list[tuple[Any, ...]]]:
+                ) -> tuple[np.ndarray, list[list[list[float]]], np.ndarray, list[tuple[Any, ...]]]:
     """Which annotations pass every test of ``_check_usual`` that does not depend on the
-    annotations before them (ids and objects seen), the polygons of those that do, and
-    the chunk's fields column by column."""
+    annotations before them (ids and objects seen), the polygons of those that do and the
+    count of their numbers, and the chunk's fields column by column."""
     n = len(chunk)
-    none = np.zeros(n, dtype=bool), [], []
+    none = np.zeros(n, dtype=bool), [], np.zeros(0, dtype=np.int64), []
     if not chunk or set(map(type, chunk)) != {RawAnnotation}:
         return none
     columns = list(zip(*map(_FIELDS, chunk), strict=True))
@@ -92,8 +94,8 @@ def _usual_mask(checker: AnnotationChecker, chunk: list[Any]
     usual &= np.fromiter(map(is_, keypoints, repeat(UNSET)), dtype=bool, count=n) \
         | np.fromiter(map(is_, keypoints, repeat(None)), dtype=bool, count=n)
     usual &= _boxes_usual(bboxes, areas, [size or (0, 0) for size in sizes])
-    usual, polygons = _polygons_usual(usual, segmentations)
-    return usual, polygons, columns
+    usual, polygons, numbers = _polygons_usual(usual, segmentations)
+    return usual, polygons, numbers, columns
 
 
 def _not_crowd(value: Any) -> bool:
@@ -101,7 +103,7 @@ def _not_crowd(value: Any) -> bool:
 
 
 def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, ...]],
-              polygons: list[list[list[float]]]) -> bool:
+              polygons: list[list[list[float]]], numbers: np.ndarray) -> bool:
     """Accept a run of annotations that are usual apart from their ids and objects, as
     ``_check_usual`` accepts each; ``False``, having changed nothing, when an id or an
     object repeats (the exact path reports it)."""
@@ -114,7 +116,7 @@ def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, .
     if len(set(keys)) != n or not checker.seen_objects.isdisjoint(keys):
         return False
     checker.seen_ids.update(ids)
-    _queue_run(checker, first, polygons, list(map(checker.image_sizes.__getitem__, image_ids)),
+    _queue_run(checker, first, polygons, numbers, list(map(checker.image_sizes.__getitem__, image_ids)),
                list(map(tuple, bboxes)), list(areas), list(image_ids), list(ids))
     category_images = checker.category_images
     for category_id, image_id in zip(category_ids, image_ids, strict=True):
@@ -123,16 +125,15 @@ def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, .
     return True
 
 
-def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[float]]],
+def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[float]]], numbers: np.ndarray,
                sizes: list[tuple[int, int]], boxes: list[tuple[Any, ...]], areas: list[Any], image_ids: list[Any],
                ids: list[Any]) -> None:
-    """Queue a run's polygons, flushing the batch before each annotation that finds it full,
-    as :meth:`AnnotationChecker.check` does: the batches, so the order of the findings,
-    are those of checking one annotation at a time."""
+    """Queue a run's polygons (``numbers``: each annotation's count of numbers), flushing the
+    batch before each annotation that finds it full, as :meth:`AnnotationChecker.check`
+    does: the batches, so the order of the findings, are those of checking one
+    annotation at a time."""
     batch = checker.batch
-    counts = np.fromiter(map(len, polygons), dtype=np.int64, count=len(polygons))
-    lengths = np.fromiter(map(len, chain.from_iterable(polygons)), dtype=np.int64, count=int(counts.sum()))
-    numbers = np.cumsum(lengths)[np.cumsum(counts) - 1]  # numbers queued up to each annotation, inclusive
+    numbers = np.cumsum(numbers)  # numbers queued up to each annotation, inclusive
     start = 0
     while start < len(polygons):
         if batch.full():
@@ -141,7 +142,7 @@ def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[
         # up to the first annotation that fills the batch: the next one flushes it
         stop = min(len(polygons), int(np.searchsorted(numbers, before + batch.room(), side="left")) + 1)
         batch.queue_many(polygons[start:stop], sizes[start:stop], boxes[start:stop], areas[start:stop],
-                         first + start, image_ids[start:stop], ids[start:stop])
+                         first + start, image_ids[start:stop], ids[start:stop], int(numbers[stop - 1]) - before)
         start = stop
 
 
@@ -165,9 +166,10 @@ def _boxes_usual(bboxes: tuple[list[Any], ...], areas: tuple[Any, ...], sizes: l
 
 
 def _polygons_usual(usual: np.ndarray, segmentations: tuple[msgspec.Raw, ...]
-                    ) -> tuple[np.ndarray, list[list[list[float]]]]:
+                    ) -> tuple[np.ndarray, list[list[list[float]]], np.ndarray]:
     """``usual`` narrowed to annotations whose segmentation is a non-empty list of polygons
-    of finite floats, each of an even count of at least 6 numbers, and those polygons."""
+    of finite floats, each of an even count of at least 6 numbers, those polygons, and the
+    count of numbers of each such annotation."""
     candidates = np.flatnonzero(usual).tolist()
     raws = [segmentations[i] for i in candidates]
     try:  # one call for the chunk; one per annotation when some candidate is not polygons
@@ -179,9 +181,11 @@ def _polygons_usual(usual: np.ndarray, segmentations: tuple[msgspec.Raw, ...]
     counts = np.fromiter(map(len, decoded), dtype=np.int64, count=len(decoded))
     lengths = np.fromiter(map(len, chain.from_iterable(decoded)), dtype=np.int64, count=int(counts.sum()))
     # an annotation is usual when it has polygons and none is short or odd
-    bad = np.bincount(np.repeat(np.arange(len(decoded)), counts), weights=(lengths < 6) | (lengths & 1 == 1),
-                      minlength=len(decoded))
-    ok = ((counts > 0) & (bad == 0)).tolist()
+    owner = np.repeat(np.arange(len(decoded)), counts)
+    bad = np.bincount(owner, weights=(lengths < 6) | (lengths & 1 == 1), minlength=len(decoded))
+    numbers = np.bincount(owner, weights=lengths, minlength=len(decoded)).astype(np.int64)
+    good = (counts > 0) & (bad == 0)
+    ok = good.tolist()
     usual = usual.copy()
     usual[candidates] = ok
-    return usual, [polygons for polygons, good in zip(decoded, ok, strict=True) if good]
+    return usual, [polygons for polygons, keep in zip(decoded, ok, strict=True) if keep], numbers[good]

@@ -114,13 +114,15 @@ class PolygonBatch:
         self.areas.append(math.nan)  # set by set_area when the area field is valid
 
     def queue_many(self, polys: list[list[list[float]]], sizes: list[tuple[int, int]], boxes: list[Box],
-                   areas: list[float], first: int, image_ids: list[Any], aids: list[Any]) -> None:
+                   areas: list[float], first: int, image_ids: list[Any], aids: list[Any],
+                   numbers: int | None = None) -> None:
         """Queue consecutive annotations ``first, first + 1, ...`` whose every polygon is
-        usable, with their (valid) size, box and area; their JSON paths and ids are only
+        usable, with their (valid) size, box and area (``numbers``: how many numbers their
+        polygons hold, when the caller counted them); their JSON paths and ids are only
         turned into text when one is reported."""
         self.polys.extend(polys)
         self.js.extend([None] * len(polys))
-        self.numbers += sum(map(len, chain.from_iterable(polys)))
+        self.numbers += sum(map(len, chain.from_iterable(polys))) if numbers is None else numbers
         self.meta.extend(zip(range(first, first + len(polys)), image_ids, aids, strict=True))
         self.sizes.extend(sizes)
         self.boxes.extend(boxes)
