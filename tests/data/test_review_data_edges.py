@@ -20,10 +20,11 @@ import pytest
 
 from teacherkit.data import polygon_batch, validate
 from teacherkit.data.coco import load_coco
-from teacherkit.data.findings import Finding, Report
+from teacherkit.data.findings import Report
 from teacherkit.data.fix import fix_coco
 from teacherkit.data.validate import validate_coco
 from teacherkit.errors import DataError
+from tests.data.test_validate_fast_paths import _key, _one_at_a_time
 
 # pycocotools calls numpy with a keyword numpy 2 deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -43,16 +44,6 @@ def _write(tmp_path: Path, annotations: list[Any], images: list[Any] = IMAGES) -
     path = tmp_path / "data.json"
     path.write_text(json.dumps({"images": images, "categories": CATEGORIES, "annotations": annotations}))
     return path
-
-
-def _one_at_a_time(checker: Any, first: int, chunk: list[Any]) -> None:
-    for index, ann in enumerate(chunk, first):
-        checker.check(index, ann)
-
-
-def _key(f: Finding) -> tuple[Any, ...]:
-    return (f.code, f.severity, f.location.json_path, f.location.image_id, f.location.annotation_id, f.message,
-            f.fixable)
 
 
 def _mixed(tmp_path: Path, seed: int, n: int) -> Path:
