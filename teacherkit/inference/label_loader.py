@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from teacherkit.errors import DataError
+from teacherkit.workers import stop_workers
 
 log = logging.getLogger("teacherkit.label")
 
@@ -139,10 +140,7 @@ def image_batches(files: Sequence[Path], refused: set[Path], batch_size: int, *,
     try:
         yield from batches
     finally:
-        # Stopped now, not when the iterator is collected: an exception raised while waiting
-        # for a batch (Ctrl-C) holds the iterator in its traceback, which a notebook keeps,
-        # and the readers ignore the signals that would end them.
-        stop = getattr(batches, "_shutdown_workers", None)
-        if stop is not None:
-            stop()
+        # now, not when the iterator is collected: Ctrl-C while waiting for a batch leaves it
+        # in the traceback a notebook keeps
+        stop_workers(batches)
         del batches

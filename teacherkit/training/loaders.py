@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from teacherkit.workers import ignore_stop_signals
+from teacherkit.workers import ignore_stop_signals, stop_workers
 
 
 def _worker_init(worker_id: int) -> None:
@@ -171,14 +171,10 @@ class RunLoaders:
 
 
 def shutdown_workers(loader: Any) -> None:
-    """Stop a DataLoader's persistent workers now. DataLoader has no public call for it:
-    its workers go only when its iterator is collected, which a traceback frame or a
-    reference cycle can delay to the end of the process, and these workers ignore the
-    signals that would otherwise end them."""
+    """Stop a DataLoader's persistent workers now (:func:`~teacherkit.workers.stop_workers`
+    on the iterator it keeps)."""
     iterator = getattr(loader, "_iterator", None)
     if iterator is None:
         return
     loader._iterator = None
-    stop = getattr(iterator, "_shutdown_workers", None)
-    if stop is not None:
-        stop()
+    stop_workers(iterator)

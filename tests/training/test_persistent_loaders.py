@@ -21,6 +21,7 @@ from teacherkit.data.coco import load_coco
 from teacherkit.data.inspect import inspect_dataset
 from teacherkit.data.samples import SampleDataset
 from teacherkit.training.dataset import EpochKeyed, EpochSampler, ReplayMix, replay_count
+from teacherkit.training.experiment_lock import _pid_alive
 from teacherkit.training.loaders import RunLoaders
 from teacherkit.training.loop import Interrupted
 from teacherkit.training.trainer import TeacherTrainer
@@ -41,14 +42,6 @@ class _Fingerprint:
     @staticmethod
     def collate(items):
         return items
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +122,7 @@ def test_one_loader_gives_every_epoch_the_samples_of_a_loader_built_per_epoch(re
     if workers:  # two workers served all four epochs; the rebuilt loader forked two per epoch
         assert len(pids) == 2 and os.getpid() not in pids
         assert len({item["pid"] for epoch in expected for item in epoch}) == 8
-        assert not any(_alive(pid) for pid in pids)  # closed: gone
+        assert not any(_pid_alive(pid) for pid in pids)  # closed: gone
     else:
         assert pids == {os.getpid()}
 
@@ -154,14 +147,14 @@ def test_a_split_is_rebuilt_only_for_another_batch_size_and_the_old_workers_stop
         assert loaders.get("train", dataset, BATCH, sampler) is first
         smaller = loaders.get("train", dataset, 1, sampler)  # e.g. a retry after running out of memory
         assert smaller is not first and smaller.batch_size == 1
-        assert not any(_alive(pid) for pid in old_pids)
+        assert not any(_pid_alive(pid) for pid in old_pids)
         new_pids = {item["pid"] for batch in smaller for item in batch}
         assert len(new_pids) == 2 and not new_pids & old_pids
         assert loaders.splits == ["train"]
     finally:
         loaders.close()
         loaders.close()  # twice is fine
-    assert loaders.splits == [] and not any(_alive(pid) for pid in new_pids)
+    assert loaders.splits == [] and not any(_pid_alive(pid) for pid in new_pids)
 
 
 # -- whole runs ---------------------------------------------------------------------------------
@@ -224,7 +217,7 @@ def test_workers_start_once_per_split_and_runs_match_across_workers_and_resume(r
     with_workers = replay_run(tmp_path / "two", 2)[TEACHER]
     started = worker_starts()
     assert len(started) == 4 == len(set(started)), started
-    assert not any(_alive(pid) for pid in started)
+    assert not any(_pid_alive(pid) for pid in started)
     assert with_workers.epochs_run == 3
 
     replay_run(tmp_path / "none", 0)
@@ -235,14 +228,14 @@ def test_workers_start_once_per_split_and_runs_match_across_workers_and_resume(r
         replay_run(broken, 2, stop_after_steps=7)  # 12 + 6 replay images, batch 4: 5 steps an epoch
     meta = json.loads((broken / "teachers" / TEACHER / "checkpoints" / "last" / "meta.json").read_text())
     assert (meta["epoch"], meta["batch"]) == (1, 2)
-    assert not any(_alive(pid) for pid in worker_starts())  # stopped on request: workers shut down too
+    assert not any(_pid_alive(pid) for pid in worker_starts())  # stopped on request: workers shut down too
     replay_run(broken, 2, resume=True)
 
     a, b, c = _weights(tmp_path / "two"), _weights(tmp_path / "none"), _weights(broken)
     assert a.keys() == b.keys() == c.keys()
     for key in a:
         assert a[key].equal(b[key]) and a[key].equal(c[key]), key
-    assert not any(_alive(pid) for pid in worker_starts())
+    assert not any(_pid_alive(pid) for pid in worker_starts())
 
 
 @pytest.mark.slow
@@ -253,7 +246,7 @@ def test_early_stop_shuts_the_workers_down(kp_host, kp_data, worker_starts, tmp_
                             quiet=True).train()[TEACHER]
     assert result.stopped_early and result.epochs_run == 1
     started = worker_starts()
-    assert len(started) == 4 and not any(_alive(pid) for pid in started)
+    assert len(started) == 4 and not any(_pid_alive(pid) for pid in started)
 
 
 @pytest.mark.slow
@@ -286,7 +279,7 @@ def test_a_cached_sam_cycles_its_views_with_two_persistent_workers_as_without(ti
     assert len(main_process) == 3 and two_workers == main_process
     assert "before epoch 2: " in main_process[2] and ", 0 misses" not in main_process[2]  # view 1 is new
     started = worker_starts()
-    assert len(started) == 4 and not any(_alive(pid) for pid in started)
+    assert len(started) == 4 and not any(_pid_alive(pid) for pid in started)
     rel = "teachers/sam/checkpoints/last/trainable.safetensors"
     a, b = load_file(str(tmp_path / "none" / rel)), load_file(str(tmp_path / "two" / rel))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
