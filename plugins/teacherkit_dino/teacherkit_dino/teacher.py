@@ -16,7 +16,7 @@ from teacherkit.adapters import AdapterError, AdapterMeta, AdapterScale, load_lo
 from teacherkit.atomic import atomic_dir
 from teacherkit.data.info import DatasetInfo
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
-from teacherkit_dino import msda, sdpa
+from teacherkit_dino import encoder_guard, msda, sdpa
 from teacherkit_dino.adapter import CARD_USAGE_FULL, CARD_USAGE_LORA, LEGACY_BOX_HEAD_FILE, copy_legacy_box_head
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.loss import GroundingDinoLoss
@@ -58,6 +58,7 @@ class GroundingDinoTeacher(Teacher):
         self._scale = AdapterScale(self.model, self._base_weights)
         msda.install(self.hf_model, config.deformable_attention)
         sdpa.set_attention(self.hf_model, config.attention)
+        encoder_guard.install(self.hf_model)  # same outputs, no host wait per encoder layer
 
     # -- asked for by the core's default preprocessor and loss hooks ----------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
