@@ -241,6 +241,50 @@ def to_channels_last(model: Any) -> None:
     model.to(memory_format=torch.channels_last)
 
 
+def frozen_to_eval(model: Any) -> int:
+    """Grounding DINO: put the parts a decoder-only LoRA leaves frozen (image backbone, text
+    encoder, encoder) in evaluation mode, so their dropout and stochastic depth do not run
+    (nor the encoder's training-mode overflow guard). Not teacherkit's default: it changes
+    what the decoder trains on. Returns the number of modules switched."""
+    parts = [model.model.backbone, model.model.text_backbone, model.model.encoder]
+    for part in parts:
+        part.eval()
+    return sum(1 for part in parts for _ in part.modules())
+
+
+def frozen_parts_in_bf16(model: Any, device_type: str) -> int:
+    """Grounding DINO: store the frozen image backbone, text encoder and encoder in bf16 and
+    run them without autocast (inputs cast to bf16 on entry), so no activation is cast between
+    float32 and bf16 inside them. Returns the parameters cast."""
+    import torch
+
+    count = 0
+    for part in (model.model.backbone, model.model.text_backbone, model.model.encoder):
+        for param in part.parameters():
+            if not param.requires_grad and param.dtype == torch.float32:
+                param.data = param.data.to(torch.bfloat16)
+                count += param.numel()
+        for buffer_name, buffer in list(part.named_buffers()):
+            if buffer.dtype == torch.float32:
+                owner = part.get_submodule(buffer_name.rpartition(".")[0]) if "." in buffer_name else part
+                setattr(owner, buffer_name.rpartition(".")[2], buffer.to(torch.bfloat16))
+        original = part.forward
+
+        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            def cast(x: Any) -> Any:
+                if torch.is_tensor(x) and x.is_floating_point():
+                    return x.to(torch.bfloat16)
+                if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
+                    return type(x)(cast(y) for y in x)
+                return x
+
+            with torch.autocast(device_type, enabled=False):
+                return _original(*cast(args), **{k: cast(v) for k, v in kwargs.items()})
+
+        part.forward = forward
+    return count
+
+
 def apply_levers(model: Any, *, bf16: bool, channels_last: bool, checkpointing: bool) -> dict[str, Any]:
     """Apply the memory/layout levers a variant asks for; returns notes for the report."""
     from teacherkit_sam.loading import enable_gradient_checkpointing  # the plugin's own switch
@@ -483,15 +527,22 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
         return plain_step(model, optimizer, dev, run), {}
 
     def teacherkit(*, loss: dict[str, Any] | None = None, bf16: bool = False, channels_last: bool = False,
-                   checkpointing: bool = False, compile_: bool = False, msda: str = "auto",
-                   attention: str = "sdpa", **step_kwargs: Any) -> Any:
+                   compile_: bool = False, msda: str = "auto", attention: str = "sdpa", guard: bool = True,
+                   eval_frozen: bool = False, pure_bf16: bool = False, **step_kwargs: Any) -> Any:
         def build() -> tuple[Any, dict[str, Any]]:
+            from teacherkit_dino import encoder_guard
             from teacherkit_dino.msda import triton_available
 
             teacher, model, loss_fn = teacher_parts(msda, attention, **(loss or {}))
-            notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=checkpointing)
+            notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=False)
             notes["msda"] = "triton" if msda == "auto" and triton_available() and dev.cuda else "torch"
+            if not guard:  # transformers' encoder layers: a host read of their overflow test each
+                encoder_guard.install(teacher.hf_model, enabled=False)
             model.train()
+            if eval_frozen:  # the frozen parts without dropout or stochastic depth
+                notes["eval_modules"] = frozen_to_eval(teacher.hf_model)
+            if pure_bf16:
+                notes["pure_bf16_params"] = frozen_parts_in_bf16(teacher.hf_model, dev.device.type)
             runner = torch.compile(model) if compile_ else model
             return teacherkit_step(teacher, runner, loss_fn, dev, **step_kwargs), notes
 
@@ -506,7 +557,10 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
         "no_step_loss_reads": teacherkit(read_losses=False),
         "bf16_frozen": teacherkit(bf16=True),
         "channels_last": teacherkit(channels_last=True),
-        "grad_checkpointing": teacherkit(checkpointing=True),
+        "transformers_guard": teacherkit(guard=False),
+        "eval_frozen": teacherkit(eval_frozen=True),
+        "pure_bf16_frozen": teacherkit(pure_bf16=True),
+        "pure_bf16_eval": teacherkit(pure_bf16=True, eval_frozen=True),
         "compile": teacherkit(compile_=True),
         "proposed": teacherkit(bf16=True, read_losses=False),
     }
@@ -514,8 +568,9 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
                                                                                and k != "proposed")})
     results = [measure("gdino_lora", "plain", plain, plain_warm, plain_work, size, dev, syncs=True)]
     for name, build in variants.items():
-        results.append(measure("gdino_lora", name, build, warm, work, size, dev,
-                               syncs=name in ("teacherkit", "proposed"), profiled=profiled and name == "teacherkit"))
+        syncs = name in ("teacherkit", "proposed", "transformers_guard", "eval_frozen")
+        results.append(measure("gdino_lora", name, build, warm, work, size, dev, syncs=syncs,
+                               profiled=profiled and name == "teacherkit"))
     return results
 
 
@@ -631,7 +686,7 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
     items = [samples[size.batch + i % size.sam_images] for i in range(big * -(-3 * size.sam_images // big))]
     big_epoch = batches(pre, items, big, dev)
     result = measure("sam_frozen_3ep", "decoder_batch", teacherkit(frozen_cfg, warm_cache=True, fill=big_epoch),
-                     big_epoch[:1], big_epoch, replace_steps(size, len(big_epoch)), dev, batch=big)
+                     big_epoch[:1], big_epoch, replace_steps(size, len(big_epoch)), dev, batch=big, profiled=profiled)
     _cache_stats(result)
     results.append(result)
     return results
@@ -730,7 +785,8 @@ def ratios(results: list[Result], by_cpu: bool = False) -> list[dict[str, Any]]:
 
 #: the variants ``--levers all`` runs (``compile`` only when named: minutes of compilation)
 ALL_LEVERS = ("torch_msda", "eager_attention", "sdpa_attention", "folded_padded", "transformers_loss", "foreach_adamw",
-              "no_step_loss_reads", "bf16_frozen", "channels_last", "grad_checkpointing", "proposed")
+              "no_step_loss_reads", "bf16_frozen", "channels_last", "grad_checkpointing", "transformers_guard",
+              "eval_frozen", "proposed")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ def _run(script: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess
 def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> None:
     out = tmp_path / "tt.json"
     done = _run("train_throughput.py", "--size", "tiny", "--device", "cpu", "--levers",
-                "transformers_loss,torch_msda,sdpa_attention", "--json", str(out), tmp_path=tmp_path)
+                "transformers_loss,torch_msda,sdpa_attention,transformers_guard,eval_frozen", "--json", str(out), tmp_path=tmp_path)
     ratios = re.findall(r"^ratio (\S+)\s+(\S+)\s+speed ([0-9.]+)x", done.stdout, flags=re.M)
     found = {(w, v) for w, v, _ in ratios}
     assert {("gdino_lora", "teacherkit"), ("gdino_lora", "transformers_loss"), ("gdino_lora", "torch_msda"),
@@ -57,6 +57,8 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     # the SAM variants say which attention ran: the plugin's folded one unless the lever reverts it
     assert by_key[("sam_lora", "teacherkit")]["notes"]["attention"].startswith("folded")
     assert by_key[("sam_lora", "sdpa_attention")]["notes"]["attention"].startswith("sdpa")
+    # Grounding DINO's levers on the encoder: transformers' guard back, the frozen parts in eval mode
+    assert ("gdino_lora", "transformers_guard") in found and by_key[("gdino_lora", "eval_frozen")]["notes"]["eval_modules"] > 0
 
 
 @pytest.mark.slow
@@ -158,3 +160,22 @@ def test_quickstart_time_runs_the_readme_commands_in_a_folder_of_its_own(tmp_pat
     run_dir = commands[1].split()[2]
     for command in commands:  # each is the README's, but for the run folder
         assert command.replace(run_dir, "runs/quickstart") in block
+
+
+@pytest.mark.slow
+def test_gdino_stages_times_every_phase_and_part_of_the_step(tmp_path: Path) -> None:
+    out = tmp_path / "stages.json"
+    done = _run("gdino_stages.py", "--size", "tiny", "--device", "cpu", "--steps", "2", "--json", str(out),
+                tmp_path=tmp_path)
+    assert re.search(r"^step [0-9.]+ ms", done.stdout, flags=re.M)
+    data = json.loads(out.read_text())
+    assert data["kind"] == "gdino_stages" and data["command"].startswith("python bench/gdino_stages.py --size tiny")
+    assert data["machine"]["cpu_count"] >= 1 and data["date"] and data["versions"]["torch"]
+    phases, parts = data["phases_ms"], data["forward_ms"]
+    assert set(phases) == {"forward", "loss", "host_read", "backward", "optimizer"}
+    assert set(parts) == {"text_backbone", "backbone", "encoder", "decoder"} and all(v > 0 for v in parts.values())
+    # the parts run inside the forward, and the phases inside the step
+    assert sum(parts.values()) <= phases["forward"] * 1.05 and sum(phases.values()) <= data["step_ms"] * 1.05
+    prof = data["profile"]
+    assert prof["host_op_ms_per_step"] > 0 and prof["top_ops"] and prof["gpu_kernel_ms_per_step"] is None
+    assert "graphs" not in data  # CUDA only
