@@ -375,6 +375,42 @@ def render_data_pipeline(data: dict[str, Any]) -> str:
     return "\n".join([said, "", *rows, "", f"Reference GPU rates: {sources}.", ""])
 
 
+def render_gdino_stages(data: dict[str, Any]) -> str:
+    """Grounding DINO's training step: phases, the parts of the forward, GPU against host work."""
+    ph, fw, prof = data["phases_ms"], data["forward_ms"], data["profile"]
+    peak = "-" if data.get("peak_gib") is None else f"{data['peak_gib']:.2f}"
+    rows = ["| step ms | img/s | forward | loss | host read | backward | clip + AdamW | peak GiB |",
+            "|---" * 8 + "|",
+            f"| {data['step_ms']:.1f} | {data['img_per_s']:.1f} | {ph['forward']:.1f} | {ph['loss']:.1f} | "
+            f"{ph['host_read']:.1f} | {ph['backward']:.1f} | {ph['optimizer']:.1f} | {peak} |",
+            "", "| inside the forward | text encoder | image backbone | encoder | decoder |", "|---" * 5 + "|",
+            f"| ms | {fw['text_backbone']:.1f} | {fw['backbone']:.1f} | {fw['encoder']:.1f} | {fw['decoder']:.1f} |"]
+    gpu = prof.get("gpu_kernel_ms_per_step")
+    said = (f"Size `{data['size']}` on {data['device']}, batch {data['batch']}, {data['steps']} timed steps, autocast "
+            f"{'bf16' if data['amp'] else 'off'}. Per step (torch.profiler, 2 steps): "
+            + (f"{gpu:.1f} ms of GPU kernels, " if gpu is not None else "")
+            + f"{prof['host_op_ms_per_step']:.1f} ms of host time in PyTorch operators, "
+            f"{prof['kernel_launches_per_step']:.0f} kernel launches, {prof['host_waits_per_step']:.0f} host waits.")
+    top = ", ".join(f"`{r['op']}` {r['ms_per_step']:.1f} ms ({r['calls_per_step']:.0f} calls)"
+                    for r in prof["top_ops"][:5])
+    basis = "GPU" if gpu is not None else "host"
+    return "\n".join([said, "", *rows, "", f"Operators with the most {basis} time per step: {top}.", ""])
+
+
+def render_gdino_graphs(data: dict[str, Any]) -> str:
+    """The frozen parts alone, eager next to a CUDA-graph replay (``gdino_stages.py --graphs``)."""
+    rows = ["| frozen part (eval mode) | eager ms | graph replay ms | replay vs eager | graph memory MiB | "
+            "largest difference |", "|---" * 6 + "|"]
+    names = {"text_backbone": "text encoder", "backbone": "image backbone", "encoder": "encoder"}
+    for name, r in data["graphs"].items():
+        if "error" in r:
+            rows.append(f"| {names.get(name, name)} | capture failed: {r['error'][:80]} | | | | |")
+            continue
+        rows.append(f"| {names.get(name, name)} | {r['eager_ms']:.1f} | {r['replay_ms']:.1f} | "
+                    f"{r['replay_ms'] / r['eager_ms']:.2f}× | {r['graph_mib']:.0f} | {r['max_abs_diff']:.1g} |")
+    return "\n".join([f"Batch {data['batch']} at size `{data['size']}`, bf16 autocast, no gradient.", "", *rows, ""])
+
+
 def render_quickstart(data: dict[str, Any]) -> str:
     """README command 1's main job: wall and CPU seconds of each command, next to the README's promise."""
     rows = ["| command | wall s | CPU s |", "|---|---|---|"]
@@ -393,6 +429,7 @@ BENCH_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "predict_reuse": render_predict_reuse, "augment_throughput": render_augment_throughput,
     "train_throughput": render_train_throughput, "data_pipeline": render_data_pipeline,
     "label_throughput": render_label_throughput, "quickstart": render_quickstart,
+    "gdino_stages": render_gdino_stages, "gdino_stages-graphs": render_gdino_graphs,
 }
 
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {

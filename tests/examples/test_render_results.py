@@ -188,3 +188,26 @@ def test_the_quick_start_timing_is_shown_against_the_readme_promise(render):
     assert "| `teacherkit train` | 120.4 | 200.0 |" in table and "| both | 140.4 | 230.5 |" in table
     assert "within the README's 180 s" in table
     assert "**over**" in render.render_quickstart({**record, "total_wall_s": 190.0})
+
+
+def test_gdino_stage_tables_show_phases_parts_and_graph_probes(render):
+    stages = _record("gdino_stages", size="full", device="cuda", batch=8, steps=10, amp=True, step_ms=176.3,
+                     img_per_s=45.4, peak_gib=7.84,
+                     phases_ms={"forward": 133.1, "loss": 7.0, "host_read": 0.2, "backward": 34.6, "optimizer": 0.7},
+                     forward_ms={"text_backbone": 9.1, "backbone": 37.2, "encoder": 58.3, "decoder": 22.3},
+                     profile={"gpu_kernel_ms_per_step": 150.0, "host_op_ms_per_step": 113.9,
+                              "kernel_launches_per_step": 6786, "host_waits_per_step": 8,
+                              "top_ops": [{"op": "aten::copy_", "ms_per_step": 38.3, "calls_per_step": 2491}]})
+    table = render.render_gdino_stages(stages)
+    assert "| 176.3 | 45.4 | 133.1 | 7.0 | 0.2 | 34.6 | 0.7 | 7.84 |" in table
+    assert "| ms | 9.1 | 37.2 | 58.3 | 22.3 |" in table
+    assert "150.0 ms of GPU kernels" in table and "`aten::copy_` 38.3 ms (2491 calls)" in table
+    cpu = render.render_gdino_stages({**stages, "peak_gib": None,
+                                      "profile": {**stages["profile"], "gpu_kernel_ms_per_step": None}})
+    assert "GPU kernels" not in cpu and "most host time" in cpu  # a CPU run has no GPU figure to show
+    graphs = {**stages, "graphs": {"text_backbone": {"eager_ms": 8.0, "replay_ms": 1.2, "graph_mib": 33.6,
+                                                     "max_abs_diff": 0.0},
+                                   "encoder": {"eager_ms": 54.6, "error": "RuntimeError: capture failed"}}}
+    table = render.render_gdino_graphs(graphs)
+    assert "| text encoder | 8.0 | 1.2 | 0.15× | 34 | 0 |" in table
+    assert "| encoder | capture failed: RuntimeError: capture failed |" in table
