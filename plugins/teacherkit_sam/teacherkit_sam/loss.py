@@ -128,14 +128,21 @@ class SamLoss:
         return focal, dice
 
 
-#: pixels (instances x candidates x H x W) per chunk of the per-pixel terms: bounds the
-#: temporaries to a few of these instead of a few of the whole batch
+#: pixels (instances x candidates x H x W) per chunk of the per-pixel terms on a CPU: bounds
+#: the temporaries to a few of these instead of a few of the whole batch
 CHUNK_PIXELS = 1 << 20
+#: the same on an accelerator, where a chunk costs a few dozen kernel launches of host time
+#: whatever its size: at 1024² a 1M-pixel chunk is one instance, and a 64-image batch of the
+#: cached frozen-encoder phase (384 instances) spent most of its step launching them
+#: (``bench/train_throughput.py --size full --workloads sam_frozen --profile``, decoder_batch).
+#: 16M pixels keep the temporaries under a gigabyte (float32).
+CHUNK_PIXELS_ACCELERATOR = 1 << 24
 
 
 def _pixel_chunks(lg: Any) -> list[slice]:
     per_instance = max(1, lg[0].numel())
-    step = max(1, CHUNK_PIXELS // per_instance)
+    limit = CHUNK_PIXELS if lg.device.type == "cpu" else CHUNK_PIXELS_ACCELERATOR
+    step = max(1, limit // per_instance)
     return [slice(i, i + step) for i in range(0, lg.shape[0], step)]
 
 

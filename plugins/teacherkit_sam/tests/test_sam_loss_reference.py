@@ -167,6 +167,18 @@ def test_chunked_per_pixel_terms_give_the_same_loss_and_gradients(monkeypatch):
         torch.testing.assert_close(grad, results[0][1])
 
 
+def test_an_accelerator_takes_larger_chunks_than_the_cpu():
+    """At 1024² a CPU chunk is one instance; on an accelerator (here the meta device, which has
+    no data) a chunk holds 16, so a 40-instance batch takes 3 chunks' launches, not 40."""
+    import teacherkit_sam.loss as loss_module
+
+    cpu = loss_module._pixel_chunks(torch.empty(40, 1, 1024, 1024))
+    accelerator = loss_module._pixel_chunks(torch.empty(40, 1, 1024, 1024, device="meta"))
+    assert len(cpu) == 40 and len(accelerator) == 3
+    for chunks in (cpu, accelerator):  # every instance in exactly one chunk, in order
+        assert [i for part in chunks for i in range(40)[part]] == list(range(40))
+
+
 @pytest.mark.parametrize("resolution", ["input", "low_res"])
 def test_the_loss_step_never_reads_a_value_back_from_the_device(resolution):
     """Ops that make the host wait for an accelerator (nonzero, item, truth tests) are
