@@ -20,7 +20,7 @@ from typing import Any
 from teacherkit.data.annotation_checks import is_int
 from teacherkit.data.findings import Finding, Location
 from teacherkit.data.jsonbytes import UTF8_BOM, legacy_text, position, read_bytes, utf8_error_offset
-from teacherkit.data.masks import compress_rle, polygon_area, segmentation_area_bbox
+from teacherkit.data.masks import compress_rle, decode_rle_string, polygon_area, segmentation_area_bbox
 from teacherkit.errors import DataError
 
 _ENTRY = re.compile(r"^\$\.(images|annotations|categories)\[(\d+)\](.*)$")
@@ -119,11 +119,27 @@ def _mask_geometry(ann: dict[str, Any], size: tuple[int, int] | None) -> tuple[f
             return None
     if isinstance(seg, dict) and seg.get("size") != [size[1], size[0]]:
         return None  # an RLE of another size is no mask of this image (validation says rle.size_mismatch)
+    if isinstance(seg, dict) and not _runs_cover_image(seg.get("counts"), size[0] * size[1]):
+        return None  # runs that do not add up to the image (rle.bad_counts): pycocotools would still
+        # give an area, of a mask shifted or inverted, which validation then finds inconsistent
     try:
         area, box = segmentation_area_bbox(seg, size[1], size[0])
     except Exception:  # an unusable mask is simply no mask here; validation names it
         return None
     return (area, box) if area > 0 and box[2] > 0 and box[3] > 0 else None
+
+
+def _runs_cover_image(counts: Any, pixels: int) -> bool:
+    """Whether RLE ``counts`` (a list of runs, or the compressed string) are runs that cover
+    exactly ``pixels``, as validation's ``rle.bad_counts`` check requires."""
+    if isinstance(counts, str):
+        try:
+            counts = decode_rle_string(counts)
+        except ValueError:
+            return False
+    if not isinstance(counts, list) or not set(map(type, counts)) <= {int} or min(counts, default=0) < 0:
+        return False
+    return sum(counts) == pixels
 
 
 def _own_frame(seg: Any, limit: int = 1 << 15) -> tuple[int, int] | None:

@@ -109,3 +109,29 @@ def test_wrong_typed_entries_are_found(valid: dict[str, Any], key: str, index: i
         value = [value]  # any string is a valid name
     entry[field] = value
     assert validate_coco(data, check_images=False).errors
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_fix_takes_no_area_from_runs_that_do_not_cover_the_image(valid: dict[str, Any], compressed: bool) -> None:
+    """Found by the property test above: an RLE with a run deleted (rle.bad_counts, not
+    fixable) still rasterises in pycocotools, shifted or inverted; --fix used that area and
+    validation then found it inconsistent with the box, again and again. The box's area is
+    the estimate when the mask is unusable."""
+    from pycocotools import mask as mask_utils
+
+    data = copy.deepcopy(valid)
+    crowd = next(a for a in data["annotations"] if isinstance(a["segmentation"], dict)
+                 and isinstance(a["segmentation"]["counts"], list))
+    counts = crowd["segmentation"]["counts"][1:]  # the first run gone: every later run flips
+    if compressed:
+        h, w = crowd["segmentation"]["size"]
+        rle = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+        counts = rle["counts"].decode()
+    crowd["segmentation"]["counts"] = counts
+    crowd["area"] = None
+    fixed, _ = fix_coco(data)
+    after = validate_coco(fixed, check_images=False)
+    assert "rle.bad_counts" in {f.code for f in after.findings}  # still there: not fixable
+    assert not [f for f in after.findings if f.fixable], [f.to_dict() for f in after.findings if f.fixable]
+    repaired = next(a for a in fixed["annotations"] if a["id"] == crowd["id"])
+    assert repaired["area"] == crowd["bbox"][2] * crowd["bbox"][3]
