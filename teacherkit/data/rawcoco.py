@@ -21,7 +21,14 @@ from typing import Any
 import msgspec
 
 from teacherkit.data.findings import Finding, finding
-from teacherkit.data.jsonbytes import UTF8_BOM, describe_decode_error, legacy_text, position, utf8_error_offset
+from teacherkit.data.jsonbytes import (
+    UTF8_BOM,
+    Buffer,
+    describe_decode_error,
+    legacy_text,
+    position,
+    utf8_error_offset,
+)
 
 UNSET = msgspec.UNSET
 
@@ -114,24 +121,26 @@ def from_python(data: Any, into: RawCoco | None = None) -> RawCoco:
     return raw
 
 
-def from_bytes(data: bytes) -> RawCoco:
-    """Decode a COCO file's bytes, recording byte-level problems as findings."""
+def from_bytes(data: Buffer) -> RawCoco:
+    """Decode a COCO file's bytes (or a read-only map of them, :func:`read_buffer`),
+    recording byte-level problems as findings."""
     raw = RawCoco()
-    if data.startswith(UTF8_BOM):
+    if data[: len(UTF8_BOM)] == UTF8_BOM:
         raw.findings.append(finding("json.bom", "the file starts with a UTF-8 byte-order mark (EF BB BF)",
                                     "$"))
         data = data[len(UTF8_BOM):]
     offset = utf8_error_offset(data)  # checked first: msgspec's error type for it changed in 0.23
     if offset is not None:
+        data = bytes(data)
         raw.findings.append(finding("json.encoding", f"not UTF-8 text: byte 0x{data[offset]:02x} at "
                                     f"{position(data, offset)}; read as Windows-1252/Latin-1", "$"))
         return _generic(legacy_text(data).encode("utf-8"), raw)
     try:
         lean = msgspec.json.decode(data, type=_LeanFile)
     except msgspec.ValidationError:
-        return _generic(data, raw)  # some shape is unexpected: check it all by hand
+        return _generic(bytes(data), raw)  # some shape is unexpected: check it all by hand
     except msgspec.DecodeError as exc:
-        return _after_decode_error(data, raw, str(exc))
+        return _after_decode_error(bytes(data), raw, str(exc))
     except RecursionError:
         return too_deep(raw)
     raw.images, raw.annotations, raw.categories = lean.images, lean.annotations, lean.categories

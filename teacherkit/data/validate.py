@@ -21,7 +21,7 @@ from teacherkit.data.annotation_checks import AnnotationChecker, is_int
 from teacherkit.data.annotation_columns import CHUNK, check_chunk
 from teacherkit.data.findings import CHECKS, Finding, Report, finding
 from teacherkit.data.image_files import ImageEntry, check_image_files, escapes_folder, outside_images_allowed
-from teacherkit.data.jsonbytes import read_bytes
+from teacherkit.data.jsonbytes import read_buffer
 from teacherkit.data.rawcoco import UNSET, RawCoco, from_bytes, from_python, json_type
 
 __all__ = ["CHECKS", "Finding", "Report", "validate_coco", "rare_classes", "escapes_folder"]
@@ -58,7 +58,7 @@ def _run(path_or_dict: Any, images_dir: str | Path | None, check_images: bool,
          split_fractions: dict[str, float] | None, workers: int | None) -> Report:
     if isinstance(path_or_dict, (str, Path)):
         path = Path(path_or_dict)
-        raw = from_bytes(read_bytes(path))
+        raw = from_bytes(read_buffer(path))
         source = str(path)
         if images_dir is None:
             images_dir = path.parent

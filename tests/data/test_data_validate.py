@@ -175,3 +175,30 @@ def test_subprocess_shows_no_traceback(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode == 1
     assert "bbox.bad_type" in done.stdout and "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_mapped_file_gives_the_findings_of_its_bytes(base: Path, tmp_path: Path, monkeypatch) -> None:
+    """Large files are decoded from a read-only map (teacherkit.data.jsonbytes.read_buffer);
+    every failure fixture, mapped, reports what it reports read into memory."""
+    import mmap
+
+    from teacherkit.data import jsonbytes
+
+    mapped: list[bool] = []
+    real = jsonbytes.read_buffer
+
+    def spy(path):
+        buffer = real(path)
+        mapped.append(isinstance(buffer, mmap.mmap))
+        return buffer
+
+    monkeypatch.setattr("teacherkit.data.validate.read_buffer", spy)
+    for case in CASES:
+        path, _ = materialise(base, tmp_path / case.id, case)
+        if path.stat().st_size == 0:
+            continue
+        monkeypatch.setattr(jsonbytes, "MAP_AT_LEAST", 1 << 40)
+        in_memory = validate_coco(path).findings
+        monkeypatch.setattr(jsonbytes, "MAP_AT_LEAST", 0)
+        assert validate_coco(path).findings == in_memory, case.id
+    assert mapped.count(True) == mapped.count(False) > 40  # both ways really ran
