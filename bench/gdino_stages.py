@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import sys
 import time
@@ -40,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import train_throughput as tt  # noqa: E402  (bench/ is not a package)
+import train_throughput as tt
 
 PARTS = ("text_backbone", "backbone", "encoder", "decoder")
 PHASES = ("forward", "loss", "host_read", "backward", "optimizer")
@@ -160,7 +159,8 @@ def profile_summary(step: Any, batch: dict[str, Any], dev: tt.Device, rows: int)
     operators = [e for e in events if e.device_type == DeviceType.CPU]
     launches = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
     summary = {
-        "host_op_ms_per_step": sum(e.self_cpu_time_total for e in operators if e.key.startswith("aten::")) / 1000 / steps,
+        "host_op_ms_per_step": sum(e.self_cpu_time_total for e in operators
+                                   if e.key.startswith("aten::")) / 1000 / steps,
         "gpu_kernel_ms_per_step": sum(e.self_device_time_total for e in kernels) / 1000 / steps if dev.cuda else None,
         "kernel_launches_per_step": sum(e.count for e in events if e.key in launches) / steps,
         "host_waits_per_step": sum(e.count for e in events if e.key in ("cudaStreamSynchronize",
