@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from teacherkit.data.polygon_batch import EDGE_TOLERANCE
+from teacherkit.data.polygon_batch import EDGE_TOLERANCE, PolygonBlock
 from teacherkit.data.rawcoco import UNSET, RawAnnotation, decode_polygons
 
 if TYPE_CHECKING:
@@ -43,17 +43,17 @@ def check_chunk(checker: AnnotationChecker, first: int, chunk: list[Any]) -> Non
     """Check ``chunk`` (annotations ``first, first + 1, ...``): runs of usual annotations in
     bulk, each other one by :meth:`AnnotationChecker.check`, in file order (which decides
     which of two equal ids or objects is the repeat)."""
-    usual, polygons, numbers, columns = _usual_mask(checker, chunk)
-    taken = 0
+    usual, polygons, columns = _usual_mask(checker, chunk)
+    taken = done = 0  # done: the usual annotations' polygons handed on so far
     for start, stop in _runs(usual):
         for index in range(taken, start):
             checker.check(first + index, chunk[index])
         run = stop - start
-        if not _take_run(checker, first + start, [column[start:stop] for column in columns], polygons[:run],
-                         numbers[:run]):
+        if not _take_run(checker, first + start, [column[start:stop] for column in columns],
+                         polygons.take(done, done + run)):
             for index in range(start, stop):
                 checker.check(first + index, chunk[index])
-        polygons, numbers = polygons[run:], numbers[run:]
+        done += run
         taken = stop
     for index in range(taken, len(chunk)):
         checker.check(first + index, chunk[index])
@@ -66,12 +66,12 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _usual_mask(checker: AnnotationChecker, chunk: list[Any]
-                ) -> tuple[np.ndarray, list[list[list[float]]], np.ndarray, list[tuple[Any, ...]]]:
+                ) -> tuple[np.ndarray, PolygonBlock, list[tuple[Any, ...]]]:
     """Which annotations pass every test of ``_check_usual`` that does not depend on the
-    annotations before them (ids and objects seen), the polygons of those that do and the
-    count of their numbers, and the chunk's fields column by column."""
+    annotations before them (ids and objects seen), the polygons of those that do, and the
+    chunk's fields column by column."""
     n = len(chunk)
-    none = np.zeros(n, dtype=bool), [], np.zeros(0, dtype=np.int64), []
+    none = np.zeros(n, dtype=bool), PolygonBlock.empty(), []
     if not chunk or set(map(type, chunk)) != {RawAnnotation}:
         return none
     columns = list(zip(*map(_FIELDS, chunk), strict=True))
@@ -94,8 +94,8 @@ def _usual_mask(checker: AnnotationChecker, chunk: list[Any]
     usual &= np.fromiter(map(is_, keypoints, repeat(UNSET)), dtype=bool, count=n) \
         | np.fromiter(map(is_, keypoints, repeat(None)), dtype=bool, count=n)
     usual &= _boxes_usual(bboxes, areas, [size or (0, 0) for size in sizes])
-    usual, polygons, numbers = _polygons_usual(usual, segmentations)
-    return usual, polygons, numbers, columns
+    usual, polygons = _polygons_usual(usual, segmentations)
+    return usual, polygons, columns
 
 
 def _not_crowd(value: Any) -> bool:
@@ -103,7 +103,7 @@ def _not_crowd(value: Any) -> bool:
 
 
 def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, ...]],
-              polygons: list[list[list[float]]], numbers: np.ndarray) -> bool:
+              polygons: PolygonBlock) -> bool:
     """Accept a run of annotations that are usual apart from their ids and objects, as
     ``_check_usual`` accepts each; ``False``, having changed nothing, when an id or an
     object repeats (the exact path reports it)."""
@@ -116,7 +116,7 @@ def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, .
     if len(set(keys)) != n or not checker.seen_objects.isdisjoint(keys):
         return False
     checker.seen_ids.update(ids)
-    _queue_run(checker, first, polygons, numbers, list(map(checker.image_sizes.__getitem__, image_ids)),
+    _queue_run(checker, first, polygons, list(map(checker.image_sizes.__getitem__, image_ids)),
                list(map(tuple, bboxes)), list(areas), list(image_ids), list(ids))
     category_images = checker.category_images
     for category_id, image_id in zip(category_ids, image_ids, strict=True):
@@ -125,15 +125,15 @@ def _take_run(checker: AnnotationChecker, first: int, columns: list[tuple[Any, .
     return True
 
 
-def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[float]]], numbers: np.ndarray,
-               sizes: list[tuple[int, int]], boxes: list[tuple[Any, ...]], areas: list[Any], image_ids: list[Any],
-               ids: list[Any]) -> None:
-    """Queue a run's polygons (``numbers``: each annotation's count of numbers), flushing the
-    batch before each annotation that finds it full, as :meth:`AnnotationChecker.check`
-    does: the batches, so the order of the findings, are those of checking one
-    annotation at a time."""
+def _queue_run(checker: AnnotationChecker, first: int, polygons: PolygonBlock, sizes: list[tuple[int, int]],
+               boxes: list[tuple[Any, ...]], areas: list[Any], image_ids: list[Any], ids: list[Any]) -> None:
+    """Queue a run's polygons, flushing the batch before each annotation that finds it
+    full, as :meth:`AnnotationChecker.check` does: the batches, so the order of the
+    findings, are those of checking one annotation at a time."""
     batch = checker.batch
-    numbers = np.cumsum(numbers)  # numbers queued up to each annotation, inclusive
+    # numbers queued up to each annotation, inclusive
+    numbers = np.cumsum(np.bincount(np.repeat(np.arange(len(polygons)), polygons.counts), weights=polygons.lens,
+                                    minlength=len(polygons))).astype(np.int64)
     start = 0
     while start < len(polygons):
         if batch.full():
@@ -141,8 +141,8 @@ def _queue_run(checker: AnnotationChecker, first: int, polygons: list[list[list[
         before = int(numbers[start - 1]) if start else 0
         # up to the first annotation that fills the batch: the next one flushes it
         stop = min(len(polygons), int(np.searchsorted(numbers, before + batch.room(), side="left")) + 1)
-        batch.queue_many(polygons[start:stop], sizes[start:stop], boxes[start:stop], areas[start:stop],
-                         first + start, image_ids[start:stop], ids[start:stop], int(numbers[stop - 1]) - before)
+        batch.queue_many(polygons.take(start, stop), sizes[start:stop], boxes[start:stop], areas[start:stop],
+                         first + start, image_ids[start:stop], ids[start:stop])
         start = stop
 
 
@@ -165,11 +165,10 @@ def _boxes_usual(bboxes: tuple[list[Any], ...], areas: tuple[Any, ...], sizes: l
                 & (y < height))
 
 
-def _polygons_usual(usual: np.ndarray, segmentations: tuple[msgspec.Raw, ...]
-                    ) -> tuple[np.ndarray, list[list[list[float]]], np.ndarray]:
+def _polygons_usual(usual: np.ndarray, segmentations: tuple[msgspec.Raw, ...]) -> tuple[np.ndarray, PolygonBlock]:
     """``usual`` narrowed to annotations whose segmentation is a non-empty list of polygons
-    of finite floats, each of an even count of at least 6 numbers, those polygons, and the
-    count of numbers of each such annotation."""
+    of finite floats, each of an even count of at least 6 numbers, and those polygons as
+    arrays (copied while the decoded floats are in cache; the floats are then dropped)."""
     candidates = np.flatnonzero(usual).tolist()
     raws = [segmentations[i] for i in candidates]
     try:  # one call for the chunk; one per annotation when some candidate is not polygons
@@ -188,4 +187,7 @@ def _polygons_usual(usual: np.ndarray, segmentations: tuple[msgspec.Raw, ...]
     ok = good.tolist()
     usual = usual.copy()
     usual[candidates] = ok
-    return usual, [polygons for polygons, keep in zip(decoded, ok, strict=True) if keep], numbers[good]
+    kept = [polygons for polygons, keep in zip(decoded, ok, strict=True) if keep]
+    flat = np.fromiter(chain.from_iterable(chain.from_iterable(kept)), dtype=np.float64,
+                       count=int(numbers[good].sum()))
+    return usual, PolygonBlock(flat, lengths[np.repeat(good, counts)], counts[good])

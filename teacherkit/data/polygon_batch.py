@@ -49,6 +49,32 @@ def box_iou(a: Box, b: Box) -> float:
 
 
 @dataclass
+class PolygonBlock:
+    """Polygons of consecutive annotations as arrays: every number, polygon after polygon
+    (``flat``), the numbers of each polygon (``lens``) and the polygons of each annotation
+    (``counts``). The column path decodes a chunk's polygons and copies them here at once,
+    while they are in cache, instead of the batch keeping a Python float per number."""
+
+    flat: np.ndarray
+    lens: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def empty(cls) -> PolygonBlock:
+        return cls(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def take(self, start: int, stop: int) -> PolygonBlock:
+        """Annotations ``start`` to ``stop`` (views, not copies)."""
+        polygons = np.concatenate(([0], np.cumsum(self.counts)))
+        p0, p1 = int(polygons[start]), int(polygons[stop])
+        numbers = np.concatenate(([0], np.cumsum(self.lens[:p1])))
+        return PolygonBlock(self.flat[int(numbers[p0]):int(numbers[p1])], self.lens[p0:p1], self.counts[start:stop])
+
+
+@dataclass
 class _Polygons:
     """Per polygon of a batch: shoelace area, bounds, and which annotation owns it."""
 
@@ -85,7 +111,10 @@ class PolygonBatch:
         self.reset()
 
     def reset(self) -> None:
-        self.polys: list[list[list[float]]] = []  # each annotation's usable polygons
+        # each annotation's usable polygons, in queue order: runs of annotations queued one at
+        # a time (lists of Python floats) and blocks of arrays from the column path
+        self.blocks: list[list[list[list[float]]] | PolygonBlock] = []
+        self._numbers_at: np.ndarray | None = None  # set by _polygons(), for _polys_of()
         self.js: list[list[int] | None] = []  # their indices in its segmentation (None: 0, 1, ...)
         self.numbers = 0
         # (segmentation path, ids) from queue, (annotation index, image id, id) from queue_many
@@ -105,7 +134,9 @@ class PolygonBatch:
               spath: str, where: dict[str, Any]) -> None:
         """Queue one annotation's usable polygons (``js``: their indices in its segmentation,
         ``None`` when they are all of it). Per-polygon work waits for :meth:`flush`."""
-        self.polys.append(polys)
+        if not self.blocks or isinstance(self.blocks[-1], PolygonBlock):
+            self.blocks.append([])
+        self.blocks[-1].append(polys)
         self.js.append(js)
         self.numbers += sum(map(len, polys))
         self.meta.append((spath, where))
@@ -113,16 +144,14 @@ class PolygonBatch:
         self.boxes.append(box if box is not None else (math.nan,) * 4)
         self.areas.append(math.nan)  # set by set_area when the area field is valid
 
-    def queue_many(self, polys: list[list[list[float]]], sizes: list[tuple[int, int]], boxes: list[Box],
-                   areas: list[float], first: int, image_ids: list[Any], aids: list[Any],
-                   numbers: int | None = None) -> None:
+    def queue_many(self, polys: PolygonBlock, sizes: list[tuple[int, int]], boxes: list[Box],
+                   areas: list[float], first: int, image_ids: list[Any], aids: list[Any]) -> None:
         """Queue consecutive annotations ``first, first + 1, ...`` whose every polygon is
-        usable, with their (valid) size, box and area (``numbers``: how many numbers their
-        polygons hold, when the caller counted them); their JSON paths and ids are only
+        usable, with their (valid) size, box and area; their JSON paths and ids are only
         turned into text when one is reported."""
-        self.polys.extend(polys)
+        self.blocks.append(polys)
         self.js.extend([None] * len(polys))
-        self.numbers += sum(map(len, chain.from_iterable(polys))) if numbers is None else numbers
+        self.numbers += len(polys.flat)
         self.meta.extend(zip(range(first, first + len(polys)), image_ids, aids, strict=True))
         self.sizes.extend(sizes)
         self.boxes.extend(boxes)
@@ -143,7 +172,7 @@ class PolygonBatch:
     # -- checks --------------------------------------------------------------------------
     def flush(self) -> None:
         """Run the numpy geometry checks on the queued polygons, then empty the batch."""
-        if not self.polys:
+        if not self.meta:
             self.reset()
             return
         polys = self._polygons()
@@ -163,11 +192,23 @@ class PolygonBatch:
         self.reset()
 
     def _polygons(self) -> _Polygons:
-        flat = np.fromiter(chain.from_iterable(chain.from_iterable(self.polys)), dtype=np.float64,
-                           count=self.numbers)
-        per_annotation = np.fromiter(map(len, self.polys), dtype=np.int64, count=len(self.polys))
-        lens = np.fromiter(map(len, chain.from_iterable(self.polys)), dtype=np.int64,
-                           count=int(per_annotation.sum())) // 2
+        flats, counts, numbers = [], [], []
+        for block in self.blocks:
+            if isinstance(block, PolygonBlock):
+                flats.append(block.flat)
+                counts.append(block.counts)
+                numbers.append(block.lens)
+                continue
+            count = np.fromiter(map(len, block), dtype=np.int64, count=len(block))
+            numbers.append(np.fromiter(map(len, chain.from_iterable(block)), dtype=np.int64, count=int(count.sum())))
+            flats.append(np.fromiter(chain.from_iterable(chain.from_iterable(block)), dtype=np.float64,
+                                     count=int(numbers[-1].sum())))
+            counts.append(count)
+        flat, per_annotation, numbers_of = (np.concatenate(parts) for parts in (flats, counts, numbers))
+        self._flat, self._numbers_of = flat, numbers_of
+        self._numbers_at = np.concatenate(([0], np.cumsum(numbers_of)))
+        self._first_polygon = np.concatenate(([0], np.cumsum(per_annotation)))
+        lens = numbers_of // 2
         starts = np.zeros(len(lens), dtype=np.int64)
         np.cumsum(lens[:-1], out=starts[1:])
         xs, ys = flat[0::2], flat[1::2]
@@ -176,7 +217,7 @@ class PolygonBatch:
         area = np.abs(np.add.reduceat(xs * ys[nxt] - xs[nxt] * ys, starts)) / 2.0
         return _Polygons(area=area, x0=np.minimum.reduceat(xs, starts), y0=np.minimum.reduceat(ys, starts),
                          x1=np.maximum.reduceat(xs, starts), y1=np.maximum.reduceat(ys, starts),
-                         owner=np.repeat(np.arange(len(self.polys)), per_annotation), xs=xs, ys=ys,
+                         owner=np.repeat(np.arange(len(self.meta)), per_annotation), xs=xs, ys=ys,
                          starts=starts, nxt=nxt)
 
     def _report_polygons(self, p: _Polygons) -> np.ndarray:
@@ -188,7 +229,7 @@ class PolygonBatch:
             exceeds = ~outside & ((p.x0 < -EDGE_TOLERANCE) | (p.y0 < -EDGE_TOLERANCE)
                                   | (p.x1 > width + EDGE_TOLERANCE) | (p.y1 > height + EDGE_TOLERANCE))
         zero = ~outside & (p.area <= ZERO_AREA)
-        first = np.searchsorted(p.owner, np.arange(len(self.polys)))  # each annotation's first polygon
+        first = np.searchsorted(p.owner, np.arange(len(self.meta)))  # each annotation's first polygon
         for code, flags, text in (("polygon.outside_image", outside, "lies outside the image"),
                                   ("polygon.exceeds_image", exceeds, "extends past the image edge"),
                                   ("polygon.zero_area", zero, "encloses no area")):
@@ -334,13 +375,14 @@ class PolygonBatch:
                 groups.setdefault((int(height), int(width)), []).append(k)
         areas: dict[int, float] = {}
         for (height, width), group in groups.items():
+            polys = {k: self._polys_of(k) for k in group}
             try:
-                rles = mask_utils.frPyObjects([poly for k in group for poly in self.polys[k]], height, width)
+                rles = mask_utils.frPyObjects([poly for k in group for poly in polys[k]], height, width)
             except Exception:  # some polygon it cannot take: each on its own, as before
                 continue
             merged, start = [], 0
             for k in group:
-                n = len(self.polys[k])
+                n = len(polys[k])
                 merged.append(mask_utils.merge(rles[start:start + n]))
                 start += n
             # pycocotools' area() of more than 255 masks at once overflows a uint8 (2.0.11)
@@ -355,6 +397,14 @@ class PolygonBatch:
         if not (math.isfinite(width) and math.isfinite(height)):
             return None
         try:
-            return segmentation_area_bbox(self.polys[k], int(height), int(width))
+            return segmentation_area_bbox(self._polys_of(k), int(height), int(width))
         except Exception:  # an unusable polygon set: keep the estimate
             return None
+
+    def _polys_of(self, k: int) -> list[list[float]]:
+        """Batch entry ``k``'s polygons as lists of floats (what pycocotools takes), from the
+        arrays :meth:`_polygons` built: the same float values as queued."""
+        if self._numbers_at is None:
+            self._polygons()
+        first, stop = int(self._first_polygon[k]), int(self._first_polygon[k + 1])
+        return [self._flat[int(self._numbers_at[j]):int(self._numbers_at[j + 1])].tolist() for j in range(first, stop)]
