@@ -252,39 +252,6 @@ def frozen_to_eval(model: Any) -> int:
     return sum(1 for part in parts for _ in part.modules())
 
 
-def frozen_parts_in_bf16(model: Any, device_type: str) -> int:
-    """Grounding DINO: store the frozen image backbone, text encoder and encoder in bf16 and
-    run them without autocast (inputs cast to bf16 on entry), so no activation is cast between
-    float32 and bf16 inside them. Returns the parameters cast."""
-    import torch
-
-    count = 0
-    for part in (model.model.backbone, model.model.text_backbone, model.model.encoder):
-        for param in part.parameters():
-            if not param.requires_grad and param.dtype == torch.float32:
-                param.data = param.data.to(torch.bfloat16)
-                count += param.numel()
-        for buffer_name, buffer in list(part.named_buffers()):
-            if buffer.dtype == torch.float32:
-                owner = part.get_submodule(buffer_name.rpartition(".")[0]) if "." in buffer_name else part
-                setattr(owner, buffer_name.rpartition(".")[2], buffer.to(torch.bfloat16))
-        original = part.forward
-
-        def forward(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            def cast(x: Any) -> Any:
-                if torch.is_tensor(x) and x.is_floating_point():
-                    return x.to(torch.bfloat16)
-                if isinstance(x, (list, tuple)) and not hasattr(x, "_fields"):
-                    return type(x)(cast(y) for y in x)
-                return x
-
-            with torch.autocast(device_type, enabled=False):
-                return _original(*cast(args), **{k: cast(v) for k, v in kwargs.items()})
-
-        part.forward = forward
-    return count
-
-
 def apply_levers(model: Any, *, bf16: bool, channels_last: bool, checkpointing: bool) -> dict[str, Any]:
     """Apply the memory/layout levers a variant asks for; returns notes for the report."""
     from teacherkit_sam.loading import enable_gradient_checkpointing  # the plugin's own switch
@@ -482,9 +449,11 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
           f"({sum(p.numel() for p in pristine.parameters()) / 1e6:.1f}M parameters)", flush=True)
     info = dataset_info()
 
-    def teacher_parts(msda: str = "auto", attention: str = "sdpa", **loss_kwargs: Any) -> tuple[Any, Any, Any]:
+    def teacher_parts(msda: str = "auto", attention: str = "sdpa", frozen_precision: str = "autocast",
+                      **loss_kwargs: Any) -> tuple[Any, Any, Any]:
         fresh = LoadedBase(model=copy.deepcopy(pristine), tokenizer=base.tokenizer, source=base.source)
-        variant = cfg.model_copy(update={"deformable_attention": msda, "attention": attention})
+        variant = cfg.model_copy(update={"deformable_attention": msda, "attention": attention,
+                                         "frozen_precision": frozen_precision})
         teacher = GroundingDinoTeacher(spec, variant, info, fresh)
         teacher.model.to(dev.device)
         loss_fn = host.make_loss(spec, cfg, teacher)
@@ -533,7 +502,8 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
             from teacherkit_dino import encoder_guard
             from teacherkit_dino.msda import triton_available
 
-            teacher, model, loss_fn = teacher_parts(msda, attention, **(loss or {}))
+            teacher, model, loss_fn = teacher_parts(msda, attention, "bf16" if pure_bf16 else "autocast",
+                                                    **(loss or {}))
             notes = apply_levers(model, bf16=bf16, channels_last=channels_last, checkpointing=False)
             notes["msda"] = "triton" if msda == "auto" and triton_available() and dev.cuda else "torch"
             if not guard:  # transformers' encoder layers: a host read of their overflow test each
@@ -541,8 +511,10 @@ def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: l
             model.train()
             if eval_frozen:  # the frozen parts without dropout or stochastic depth
                 notes["eval_modules"] = frozen_to_eval(teacher.hf_model)
-            if pure_bf16:
-                notes["pure_bf16_params"] = frozen_parts_in_bf16(teacher.hf_model, dev.device.type)
+            if pure_bf16:  # teachers.grounding_dino.frozen_precision: bf16
+                from teacherkit_dino.frozen_bf16 import installed
+
+                notes["bf16_parts"] = installed(teacher.hf_model)
             runner = torch.compile(model) if compile_ else model
             return teacherkit_step(teacher, runner, loss_fn, dev, **step_kwargs), notes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from teacherkit.config import TeacherConfig
 
@@ -80,4 +80,18 @@ class GroundingDinoConfig(TeacherConfig):
         "auto", description="auto: deformable attention that needs no gradient (a frozen encoder, prediction) "
         "runs a Triton kernel on CUDA when Triton is installed; torch: always transformers' implementation."
     )
+    frozen_precision: Literal["autocast", "bf16"] = Field(
+        "autocast", description="How the parts LoRA leaves frozen (image backbone, text encoder, encoder) compute. "
+        "autocast: float32 weights, as the run's mixed precision casts them; bf16: weights stored in bfloat16 and "
+        "run without autocast, so no activation is cast inside them (faster on a GPU with "
+        "training.mixed_precision bf16; the frozen features are then rounded to bf16 throughout, whose effect on "
+        "quality is not measured yet). LoRA mode only."
+    )
     tiny: TinyArchitecture = Field(default_factory=TinyArchitecture, description="Sizes of the 'tiny' base.")
+
+    @model_validator(mode="after")
+    def _bf16_needs_frozen_parts(self) -> GroundingDinoConfig:
+        if self.frozen_precision == "bf16" and self.finetune != "lora":
+            raise ValueError("frozen_precision 'bf16' applies to the parts LoRA leaves frozen; "
+                             f"with finetune '{self.finetune}' every part trains (use finetune: lora)")
+        return self

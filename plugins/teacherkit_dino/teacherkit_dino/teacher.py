@@ -6,6 +6,7 @@ LoRA mode, the transformers model in full mode), the tokenizer and the prompts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from teacherkit.adapters import AdapterError, AdapterMeta, AdapterScale, load_lo
 from teacherkit.atomic import atomic_dir
 from teacherkit.data.info import DatasetInfo
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
-from teacherkit_dino import encoder_guard, msda, sdpa
+from teacherkit_dino import encoder_guard, frozen_bf16, msda, sdpa
 from teacherkit_dino.adapter import CARD_USAGE_FULL, CARD_USAGE_LORA, LEGACY_BOX_HEAD_FILE, copy_legacy_box_head
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.loss import GroundingDinoLoss
@@ -34,6 +35,8 @@ from teacherkit_dino.prompts import PromptBuilder
 from teacherkit_dino.tokenizer import token_ids
 
 __all__ = ["AdapterError", "GroundingDinoTeacher"]
+
+log = logging.getLogger(__name__)
 
 
 class GroundingDinoTeacher(Teacher):
@@ -59,6 +62,10 @@ class GroundingDinoTeacher(Teacher):
         msda.install(self.hf_model, config.deformable_attention)
         sdpa.set_attention(self.hf_model, config.attention)
         encoder_guard.install(self.hf_model)  # same outputs, no host wait per encoder layer
+        if config.frozen_precision == "bf16":
+            parts = frozen_bf16.install(self.hf_model)
+            log.info("grounding_dino: frozen parts stored and run in bf16: %s", ", ".join(parts) or "none "
+                     "(every part has trained parameters; frozen_precision bf16 changes nothing)")
 
     # -- asked for by the core's default preprocessor and loss hooks ----------------------
     def make_preprocessor(self) -> GroundingDinoPreprocessor:
