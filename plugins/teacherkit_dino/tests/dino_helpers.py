@@ -96,3 +96,21 @@ def tuned_lora_teacher(**overrides):
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     return teacher
+
+
+def two_image_batch(teacher: Any) -> dict[str, Any]:
+    """A collated batch of two random 70x90 images with two boxes each, through the
+    teacher's own preprocessor (evaluation transforms)."""
+    import torch
+
+    pre = teacher.make_preprocessor()
+    rng = torch.Generator().manual_seed(3)
+    samples = []
+    for i in range(2):
+        image = (torch.rand(70, 90, 3, generator=rng) * 255).to(torch.uint8).numpy()
+        samples.append({"image": image, "image_id": i, "file_name": f"{i}.png", "orig_size": (70, 90),
+                        "boxes": np.asarray([[5.0, 6.0, 30.0, 20.0], [40.0, 30.0, 20.0, 25.0]], dtype=np.float32),
+                        "labels": np.asarray([1, 2]), "category_ids": np.asarray([7, 3]),
+                        "annotation_ids": np.asarray([2 * i, 2 * i + 1]), "iscrowd": np.asarray([0, 0]),
+                        "masks": None, "extra": {"seed": i}})
+    return pre.collate([pre(s, train=False) for s in samples])

@@ -7,26 +7,12 @@ import copy
 
 import pytest
 import torch
-from dino_helpers import make_teacher, shapes_info
+from dino_helpers import make_teacher, shapes_info, two_image_batch
 from pydantic import ValidationError
 
 from teacherkit_dino import frozen_bf16
 from teacherkit_dino.config import GroundingDinoConfig
 from teacherkit_dino.loss import GroundingDinoLoss
-
-
-def _batch(teacher):
-    pre = teacher.make_preprocessor()
-    g = torch.Generator().manual_seed(3)
-    samples = []
-    for i in range(2):
-        image = (torch.rand(70, 90, 3, generator=g) * 255).to(torch.uint8).numpy()
-        samples.append({"image": image, "image_id": i, "file_name": f"{i}.png", "orig_size": (70, 90),
-                        "boxes": torch.tensor([[5.0, 6.0, 30.0, 20.0], [40.0, 30.0, 20.0, 25.0]]).numpy(),
-                        "labels": torch.tensor([1, 2]).numpy(), "category_ids": torch.tensor([7, 3]).numpy(),
-                        "annotation_ids": torch.tensor([2 * i, 2 * i + 1]).numpy(),
-                        "iscrowd": torch.tensor([0, 0]).numpy(), "masks": None, "extra": {"seed": i}})
-    return pre.collate([pre(s, train=False) for s in samples])
 
 
 def _teacher(**overrides):
@@ -50,7 +36,7 @@ def test_frozen_parts_are_stored_in_bf16_and_trained_parts_are_not():
 def test_a_training_step_runs_and_reaches_every_trained_parameter(autocast):
     teacher = _teacher(frozen_precision="bf16")
     teacher.model.train()
-    batch = _batch(teacher)
+    batch = two_image_batch(teacher)
     context = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
     with context:
         out = teacher.forward(teacher.model, batch)
@@ -69,7 +55,7 @@ def test_frozen_features_stay_close_to_float32_parts_under_autocast():
     a different rounding, not a different model. (Compared on the encoder's output: the
     proposals picked from it by top-k can swap places between near-equal random scores.)"""
     reference, bf16 = _teacher(), _teacher(frozen_precision="bf16")
-    batch = _batch(reference)
+    batch = two_image_batch(reference)
     features = []
     for teacher in (reference, bf16):
         teacher.model.eval()

@@ -5,25 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dino_helpers import make_teacher, shapes_info
+from dino_helpers import make_teacher, shapes_info, two_image_batch
 from transformers.models.grounding_dino.modeling_grounding_dino import GroundingDinoMultiheadAttention
 
 from teacherkit_dino import sdpa
 from teacherkit_dino.loss import GroundingDinoLoss
-
-
-def _batch(teacher):
-    pre = teacher.make_preprocessor()
-    rng = torch.Generator().manual_seed(3)
-    samples = []
-    for i in range(2):
-        image = (torch.rand(70, 90, 3, generator=rng) * 255).to(torch.uint8).numpy()
-        samples.append({"image": image, "image_id": i, "file_name": f"{i}.png", "orig_size": (70, 90),
-                        "boxes": torch.tensor([[5.0, 6.0, 30.0, 20.0], [40.0, 30.0, 20.0, 25.0]]).numpy(),
-                        "labels": torch.tensor([1, 2]).numpy(), "category_ids": torch.tensor([7, 3]).numpy(),
-                        "annotation_ids": torch.tensor([2 * i, 2 * i + 1]).numpy(),
-                        "iscrowd": torch.tensor([0, 0]).numpy(), "masks": None, "extra": {"seed": i}})
-    return pre.collate([pre(s, train=False) for s in samples])
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
@@ -36,7 +22,7 @@ def test_sdpa_matches_eager_outputs_and_gradients(finetune):
         attn = [m for m in teacher.hf_model.modules() if isinstance(m, GroundingDinoMultiheadAttention)]
         assert attn and all(type(m) is expected_class for m in attn)
         teacher.model.train()
-        batch = _batch(teacher)
+        batch = two_image_batch(teacher)
         out = teacher.forward(teacher.model, batch)
         loss = GroundingDinoLoss.from_model_config(teacher.hf_model.config)(out, batch)["loss"]
         loss.backward()
