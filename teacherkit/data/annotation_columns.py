@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from teacherkit.data.polygon_batch import EDGE_TOLERANCE, PolygonBlock
+from teacherkit.data.polygon_batch import EDGE_TOLERANCE
+from teacherkit.data.polygon_block import PolygonBlock
 from teacherkit.data.rawcoco import UNSET, RawAnnotation, decode_polygons
 
 if TYPE_CHECKING:

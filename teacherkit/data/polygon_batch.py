@@ -17,6 +17,7 @@ import numpy as np
 
 from teacherkit.data.findings import CHECKS, Finding, Location, finding
 from teacherkit.data.masks import segmentation_area_bbox
+from teacherkit.data.polygon_block import PolygonBlock
 from teacherkit.data.polygon_shape import polygon_subset, raster_slack, star_shaped
 
 #: Pixels a box or polygon may poke past the image edge before it is reported.
@@ -46,32 +47,6 @@ def box_iou(a: Box, b: Box) -> float:
     inter = ix * iy
     union = a[2] * a[3] + b[2] * b[3] - inter
     return inter / union if union > 0 else 0.0
-
-
-@dataclass
-class PolygonBlock:
-    """Polygons of consecutive annotations as arrays: every number, polygon after polygon
-    (``flat``), the numbers of each polygon (``lens``) and the polygons of each annotation
-    (``counts``). The column path decodes a chunk's polygons and copies them here at once,
-    while they are in cache, instead of the batch keeping a Python float per number."""
-
-    flat: np.ndarray
-    lens: np.ndarray
-    counts: np.ndarray
-
-    @classmethod
-    def empty(cls) -> PolygonBlock:
-        return cls(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.counts)
-
-    def take(self, start: int, stop: int) -> PolygonBlock:
-        """Annotations ``start`` to ``stop`` (views, not copies)."""
-        polygons = np.concatenate(([0], np.cumsum(self.counts)))
-        p0, p1 = int(polygons[start]), int(polygons[stop])
-        numbers = np.concatenate(([0], np.cumsum(self.lens[:p1])))
-        return PolygonBlock(self.flat[int(numbers[p0]):int(numbers[p1])], self.lens[p0:p1], self.counts[start:stop])
 
 
 @dataclass
