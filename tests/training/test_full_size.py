@@ -4,9 +4,9 @@ The bases are the real architectures at full size with random weights, built her
 folders (nothing is downloaded): transformers' default ``GroundingDinoConfig`` (Swin-T
 backbone, BERT-base text encoder: the grounding-dino-tiny architecture) with the shipped
 example tokenizer (its ids fit BERT's vocabulary), and ``SamConfig()`` (ViT-B) with the
-shipped SAM processor config. Each teacher trains one step of two images at the default
+shipped SAM processor config. Each teacher trains one step of one image at the default
 input sizes (shorter side 800 up to 1333 for Grounding DINO, 1024 for SAM), is scored on a
-two-image validation file, and must leave an adapter whose weights have the full-size
+one-image validation file, and must leave an adapter whose weights have the full-size
 shapes. The teachers run in separate tests (``--models``) so each fits a CI slot.
 
 The images are square, so Grounding DINO sees 800x800 pixels (a 3:5 image would reach the
@@ -31,10 +31,11 @@ IMAGE_SIZE = (64, 64)
 @pytest.fixture(scope="module")
 def full_size(tmp_path_factory):
     root = tmp_path_factory.mktemp("full-size")
-    # two training images (one step at batch 2), one validation image: evaluated as epoch 0 (the
-    # base) and after the epoch, which at 1024 px / 800 px is most of this test's CPU time
+    # one training image (one step), one validation image: evaluated as epoch 0 (the base) and
+    # after the epoch; at 1024 px / 800 px each forward and backward is seconds of CPU, so the
+    # sizes, not the batch, are what this test is about
     data = {split: make_coco_dataset(root / split, num_images=n, size=IMAGE_SIZE, seed=seed, max_objects=1)
-            for split, seed, n in (("train", 51, 2), ("val", 52, 1))}
+            for split, seed, n in (("train", 51, 1), ("val", 52, 1))}
     return root, data
 
 
@@ -68,7 +69,7 @@ def _train(full_size, name: str, base: Path) -> Path:
     root, data = full_size
     out = root / f"exp-{name}"
     assert run(["train", "--data", str(data["train"]), "--val", str(data["val"]), "--output", str(out),
-                "--models", name, "--epochs", "1", "--batch-size", "2", "--num-workers", "0", "--quiet",
+                "--models", name, "--epochs", "1", "--batch-size", "1", "--num-workers", "0", "--quiet",
                 "--set", f"teachers.{name}.base={base}", "--set", "augmentation.enabled=false"]) == 0
     return out
 
