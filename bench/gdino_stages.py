@@ -29,7 +29,6 @@ profile counts host time only, and graphs are skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -66,28 +65,13 @@ class Clock:
 
 def build(size_name: str, dev: tt.Device) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
     """The teacherkit variant of train_throughput's gdino_lora: teacher, model, loss, batches."""
-    import torch
-
     from teacherkit.plugins import get_plugin_manager
-    from teacherkit_dino.config import GroundingDinoConfig, TinyArchitecture
-    from teacherkit_dino.modeling import LoadedBase, TeacherGroundingDino, build_tiny_base
     from teacherkit_dino.teacher import GroundingDinoTeacher
-    from teacherkit_dino.tokenizer import build_tiny_tokenizer
 
     size = tt.SIZES[size_name]
     host = tt.ensure_plugins(get_plugin_manager())
     spec = host.teacher("grounding_dino")
-    shortest, longest = size.gdino_edges
-    cfg = GroundingDinoConfig(base="tiny" if size_name == "tiny" else "bench-random", finetune="lora",
-                              shortest_edge=shortest, longest_edge=longest)
-    torch.manual_seed(0)
-    if size_name == "tiny":
-        base = build_tiny_base(tt.CLASS_NAMES, TinyArchitecture(), cfg.max_text_len)
-    else:
-        from transformers import GroundingDinoConfig as HFConfig
-
-        base = LoadedBase(model=TeacherGroundingDino(HFConfig(max_text_len=cfg.max_text_len)),
-                          tokenizer=build_tiny_tokenizer(tt.CLASS_NAMES), source="bench-random")
+    cfg, base = tt.gdino_base(size_name, size)
     teacher = GroundingDinoTeacher(spec, cfg, tt.dataset_info(), base)
     teacher.model.to(dev.device).train()
     loss_fn = host.make_loss(spec, cfg, teacher)
@@ -292,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             grab.remove()
         record["graphs"] = {name: graph_probe(getattr(teacher.hf_model.model, name), *captured[name], dev)
                             for name in PARTS[:3]}
-    with contextlib.suppress(Exception):
-        del step
     print(f"# gdino_stages size={args.size} device={device} batch={size.batch} steps={steps}")
     print(f"step {wall_ms:.1f} ms ({record['img_per_s']:.1f} img/s)")
     print("phases ms: " + ", ".join(f"{k} {v:.1f}" for k, v in record["phases_ms"].items()))

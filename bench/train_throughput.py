@@ -414,36 +414,41 @@ def measure(workload: str, variant: str, build: Any, warm: list, work: list, siz
 # -- workloads ------------------------------------------------------------------------------------
 
 
+def gdino_base(size_name: str, size: Size) -> tuple[Any, Any]:
+    """The LoRA config of the ``gdino_lora`` workload at ``size`` and its random base (the
+    tiny preset, or transformers' default config, the grounding-dino-tiny architecture),
+    from seed 0."""
+    import torch
+
+    from teacherkit_dino.config import GroundingDinoConfig, TinyArchitecture
+    from teacherkit_dino.modeling import LoadedBase, TeacherGroundingDino, build_tiny_base
+    from teacherkit_dino.tokenizer import build_tiny_tokenizer
+
+    shortest, longest = size.gdino_edges
+    cfg = GroundingDinoConfig(base="tiny" if size_name == "tiny" else "bench-random", finetune="lora",
+                              shortest_edge=shortest, longest_edge=longest)
+    torch.manual_seed(0)
+    if size_name == "tiny":
+        return cfg, build_tiny_base(CLASS_NAMES, TinyArchitecture(), cfg.max_text_len)
+    from transformers import GroundingDinoConfig as HFConfig
+
+    return cfg, LoadedBase(model=TeacherGroundingDino(HFConfig(max_text_len=cfg.max_text_len)),
+                           tokenizer=build_tiny_tokenizer(CLASS_NAMES), source="bench-random")
+
+
 def gdino_workload(host: Any, size_name: str, size: Size, dev: Device, levers: list[str],
                    profiled: bool = False) -> list[Result]:
     import torch
     from peft import LoraConfig, get_peft_model
 
     from teacherkit.adapters import point_input_embeddings
-    from teacherkit_dino.config import DEFAULT_LORA_TARGETS, GroundingDinoConfig, TinyArchitecture
-    from teacherkit_dino.modeling import (
-        TEXT_EMBEDDINGS,
-        LoadedBase,
-        TeacherGroundingDino,
-        box_head_parameters,
-        build_tiny_base,
-    )
+    from teacherkit_dino.config import DEFAULT_LORA_TARGETS
+    from teacherkit_dino.modeling import TEXT_EMBEDDINGS, LoadedBase, box_head_parameters
     from teacherkit_dino.teacher import GroundingDinoTeacher
-    from teacherkit_dino.tokenizer import build_tiny_tokenizer
 
     spec = host.teacher("grounding_dino")
-    shortest, longest = size.gdino_edges
-    cfg = GroundingDinoConfig(base="tiny" if size_name == "tiny" else "bench-random", finetune="lora",
-                              shortest_edge=shortest, longest_edge=longest)
-    torch.manual_seed(0)
     started = time.perf_counter()
-    if size_name == "tiny":
-        base = build_tiny_base(CLASS_NAMES, TinyArchitecture(), cfg.max_text_len)
-    else:
-        from transformers import GroundingDinoConfig as HFConfig
-
-        base = LoadedBase(model=TeacherGroundingDino(HFConfig(max_text_len=cfg.max_text_len)),
-                          tokenizer=build_tiny_tokenizer(CLASS_NAMES), source="bench-random")
+    cfg, base = gdino_base(size_name, size)
     pristine = base.model
     print(f"# gdino base built in {time.perf_counter() - started:.1f}s "
           f"({sum(p.numel() for p in pristine.parameters()) / 1e6:.1f}M parameters)", flush=True)
