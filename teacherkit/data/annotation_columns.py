@@ -133,8 +133,7 @@ def _queue_run(checker: AnnotationChecker, first: int, polygons: PolygonBlock, s
     findings, are those of checking one annotation at a time."""
     batch = checker.batch
     # numbers queued up to each annotation, inclusive
-    numbers = np.cumsum(np.bincount(np.repeat(np.arange(len(polygons)), polygons.counts), weights=polygons.lens,
-                                    minlength=len(polygons))).astype(np.int64)
+    numbers = np.cumsum(polygons.numbers())
     start = 0
     while start < len(polygons):
         if batch.full():

@@ -180,7 +180,7 @@ class PolygonBatch:
                                      count=int(numbers[-1].sum())))
             counts.append(count)
         flat, per_annotation, numbers_of = (np.concatenate(parts) for parts in (flats, counts, numbers))
-        self._flat, self._numbers_of = flat, numbers_of
+        self._flat = flat
         self._numbers_at = np.concatenate(([0], np.cumsum(numbers_of)))
         self._first_polygon = np.concatenate(([0], np.cumsum(per_annotation)))
         lens = numbers_of // 2

@@ -25,6 +25,11 @@ class PolygonBlock:
     def __len__(self) -> int:
         return len(self.counts)
 
+    def numbers(self) -> np.ndarray:
+        """How many numbers each annotation's polygons hold (each has at least one polygon, as usual ones do)."""
+        return np.add.reduceat(self.lens, np.concatenate(([0], np.cumsum(self.counts)[:-1]))) \
+            if len(self.lens) else np.zeros(len(self.counts), dtype=np.int64)
+
     def take(self, start: int, stop: int) -> PolygonBlock:
         """Annotations ``start`` to ``stop`` (views, not copies)."""
         polygons = np.concatenate(([0], np.cumsum(self.counts)))
