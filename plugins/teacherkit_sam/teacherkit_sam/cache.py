@@ -11,8 +11,10 @@ the teacher asks for a few views per image (``cache_views``,
 :meth:`SamTeacher.augmentation_views`): epoch ``e`` repeats the view of epoch
 ``e mod K``. A namespace
 from the encoder's weights keeps a disk cache from serving another model's
-embeddings. Entries are kept on the CPU in the encoder's dtype; the memory store
-evicts least-recently-used entries past its byte budget; the disk store writes one
+embeddings. Entries keep the encoder's dtype. The memory store keeps them on the CPU
+and the device store where the encoder ran (an accelerator's memory: a hit then costs
+no copy from the host, which on an H200 took most of a 64-image decoder step); both
+evict least-recently-used entries past their byte budget. The disk store writes one
 safetensors file per key atomically (several processes may share it).
 """
 
@@ -26,13 +28,16 @@ from typing import Any
 
 from teacherkit.atomic import atomic_write_bytes
 
+#: where entries live: host memory, the encoder's device, or files
+STORES = ("memory", "device", "disk")
+
 
 class EmbeddingCache:
     """``embeddings(keys, pixel_values, encode)`` returns encoder outputs, computing
     only the missing ones."""
 
     def __init__(self, store: str = "memory", directory: Path | None = None, max_bytes: int = 2 << 30) -> None:
-        if store not in ("memory", "disk"):
+        if store not in STORES:
             raise ValueError(f"unknown embedding cache store {store!r}")
         if store == "disk" and directory is None:
             raise ValueError("a disk embedding cache needs a directory")
@@ -45,7 +50,7 @@ class EmbeddingCache:
         self.misses = 0
 
     def __len__(self) -> int:
-        if self.store == "memory":
+        if self.store != "disk":
             return len(self._memory)
         return sum(1 for _ in self.directory.glob("*/*.safetensors")) if self.directory.exists() else 0
 
@@ -57,7 +62,7 @@ class EmbeddingCache:
 
     # -- single entries ------------------------------------------------------------------
     def get(self, key: str) -> Any | None:
-        if self.store == "memory":
+        if self.store != "disk":
             value = self._memory.get(key)
             if value is not None:
                 self._memory.move_to_end(key)
@@ -71,12 +76,15 @@ class EmbeddingCache:
 
     def put(self, key: str, embedding: Any) -> None:
         value = embedding.detach()
-        # a CPU tensor may be a view into a whole batch: copy so the entry owns only its bytes
-        value = value.contiguous().clone() if value.device.type == "cpu" else value.to("cpu").contiguous()
+        # a tensor may be a view into a whole batch: copy so the entry owns only its bytes
+        if self.store == "device" or value.device.type == "cpu":
+            value = value.contiguous().clone()
+        else:
+            value = value.to("cpu").contiguous()
         self._store(key, value)
 
     def _store(self, key: str, value: Any) -> None:
-        """Keep ``value`` (a CPU tensor this cache owns) under ``key``."""
+        """Keep ``value`` (a tensor this cache owns: on the CPU unless the store is ``device``) under ``key``."""
         if self.store == "disk":
             from safetensors.torch import save
 
@@ -115,16 +123,18 @@ class EmbeddingCache:
             self._store_batch([keys[i] for i in missing], fresh.detach())
         if fresh is not None and len(missing) == len(keys):
             return fresh
+        if fresh is None and all(v.device == device for v in found):  # device entries: one gather kernel
+            return torch.stack(found)
         sample = fresh[0] if fresh is not None else found[0]
         out = torch.empty((len(keys), *sample.shape), dtype=sample.dtype, device=device)
-        pinned = device.type == "cuda"
         for i, value in enumerate(found):
             if value is None:
                 continue
-            if pinned and not value.is_pinned():  # entries read from disk
+            from_host = device.type == "cuda" and value.device.type == "cpu"
+            if from_host and not value.is_pinned():  # entries read from disk
                 value = value.pin_memory()
             # from page-locked memory the copy runs asynchronously instead of blocking the host per image
-            out[i].copy_(value, non_blocking=pinned)
+            out[i].copy_(value, non_blocking=device.type == "cuda")
         if fresh is not None:
             out[torch.as_tensor(missing, device=device)] = fresh.to(out.dtype)
         return out
@@ -136,10 +146,10 @@ class EmbeddingCache:
         are faulted in per entry."""
         import torch
 
-        if fresh.device.type != "cuda" or self.store == "disk":
-            host = fresh.to("cpu") if fresh.device.type != "cpu" else fresh
+        if fresh.device.type != "cuda" or self.store != "memory":
+            rows = fresh if self.store == "device" else fresh.to("cpu")  # the disk store saves from the host
             for row, key in enumerate(keys):
-                self.put(key, host[row])
+                self.put(key, rows[row])
             return
         rows = []
         for row in range(len(keys)):

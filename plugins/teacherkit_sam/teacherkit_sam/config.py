@@ -82,10 +82,11 @@ class SamConfig(TeacherConfig):
         16, ge=1, description="Instances per image per training step (a seeded sample) to bound memory; "
         "evaluation uses all."
     )
-    cache_embeddings: Literal["memory", "disk", "off"] = Field(
+    cache_embeddings: Literal["memory", "device", "disk", "off"] = Field(
         "memory",
         description="Where image-encoder embeddings are cached when the encoder is frozen "
-        "(mode=frozen_encoder); 'disk' writes them under the run's work folder.",
+        "(mode=frozen_encoder): 'memory' in host memory, 'device' in the accelerator's memory (no copy "
+        "per hit; for a GPU with room for cache_memory_mb), 'disk' under the run's work folder.",
     )
     cache_views: int = Field(
         2,
@@ -104,7 +105,8 @@ class SamConfig(TeacherConfig):
         "one encoder pass over all of it. Embeddings equal one call's up to float rounding.",
     )
     cache_memory_mb: int = Field(
-        2048, ge=1, description="Upper bound of the in-memory embedding cache; least recently used go first."
+        2048, ge=1, description="Upper bound of the 'memory' or 'device' embedding cache; least recently used "
+        "go first."
     )
     loss_resolution: Literal["input", "low_res"] = Field(
         "input",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from teacherkit_sam import load_sam_with_lora
@@ -25,8 +26,9 @@ def _loss_and_grads(teacher, batch):
     return loss.detach(), grads
 
 
-def test_cached_and_uncached_training_give_the_same_loss_on_the_same_batch(shapes_samples):
-    cached = load_sam_with_lora("tiny", cache_embeddings="memory", **TINY)
+@pytest.mark.parametrize("store", ["memory", "device"])
+def test_cached_and_uncached_training_give_the_same_loss_on_the_same_batch(shapes_samples, store):
+    cached = load_sam_with_lora("tiny", cache_embeddings=store, **TINY)
     uncached = load_sam_with_lora("tiny", cache_embeddings="off", **TINY)
     assert cached.uses_cache and not uncached.uses_cache
     pre = cached.make_preprocessor()
@@ -79,6 +81,32 @@ def test_memory_cache_evicts_least_recently_used_past_its_budget():
     cache.get("a")  # a is now the most recent
     cache.put("d", torch.zeros(16))
     assert cache.get("b") is None and cache.get("a") is not None and len(cache) == 3
+
+
+def test_a_batch_of_hits_and_misses_is_put_together_in_batch_order():
+    """Half the rows from the cache, half encoded: each row is its own key's embedding, and
+    a device entry owns its bytes (not a view that keeps the encoded batch alive)."""
+    values = {k: torch.full((2, 3), float(i)) for i, k in enumerate("abcd")}
+
+    def encoder_of(keys):
+        return lambda rows: torch.stack([values[keys[int(r)]] for r in rows])
+
+    keys = list("abcd")
+    for store in ("memory", "device"):
+        cache = EmbeddingCache(store)
+        cache.embeddings(["a", "c"], torch.arange(2), encoder_of("ac"))
+        out = cache.embeddings(keys, torch.arange(4), encoder_of(keys))
+        assert cache.stats() == {"hits": 2, "misses": 4, "entries": 4}
+        torch.testing.assert_close(out, torch.stack([values[k] for k in keys]), rtol=0, atol=0)
+        entry = cache.get("b")
+        assert entry.untyped_storage().nbytes() == entry.numel() * entry.element_size()
+        hits = cache.embeddings(["d", "a"], torch.arange(2), lambda rows: 1 / 0)  # every row cached: no encoder
+        torch.testing.assert_close(hits, torch.stack([values["d"], values["a"]]), rtol=0, atol=0)
+
+
+def test_an_unknown_store_is_refused():
+    with pytest.raises(ValueError, match="unknown embedding cache store 'gpu'"):
+        EmbeddingCache("gpu")
 
 
 def test_lora_mode_never_caches_a_trainable_encoder(shapes_samples):
