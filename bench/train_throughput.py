@@ -14,6 +14,8 @@ Workloads (random weights: speed and memory do not depend on the values):
                  warm and ``--decoder-batch`` images per step (default 8x the batch;
                  the encoder would run ``encoder_batch_size`` images per call), the
                  batch a frozen encoder lets the mask decoder train on when it fits.
+                 ``device_cache`` / ``decoder_batch_device``: the same with
+                 ``cache_embeddings: device`` (the embeddings kept in the accelerator's memory).
 
 Each lever (frozen weights in bf16, channels-last, gradient checkpointing, the loss with
 transformers' host syncs, foreach instead of fused AdamW, reading the losses on the host
@@ -645,8 +647,10 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
         return results
     # frozen encoder: 3 epochs over the same images; the cache fills in epoch 1
     three_epochs = replace_steps(size, 3 * len(epoch))
+    # cache_embeddings: device keeps the embeddings in the accelerator's memory (no copy per hit)
+    device_cfg = frozen_cfg.model_copy(update={"cache_embeddings": "device", "cache_memory_mb": 1 << 16})
     frozen_variants = {"plain": plain(True), "teacherkit": teacherkit(frozen_cfg),
-                       "warm_cache": teacherkit(frozen_cfg, warm_cache=True)}
+                       "warm_cache": teacherkit(frozen_cfg, warm_cache=True), "device_cache": teacherkit(device_cfg)}
     if "sdpa_attention" in levers:
         frozen_variants["sdpa_attention"] = teacherkit(frozen_cfg, attention="sdpa")
     if "bf16_frozen" in levers and dev.amp:
@@ -662,10 +666,11 @@ def sam_workloads(host: Any, size_name: str, size: Size, dev: Device, levers: li
     big = decoder_batch or 8 * size.batch
     items = [samples[size.batch + i % size.sam_images] for i in range(big * -(-3 * size.sam_images // big))]
     big_epoch = batches(pre, items, big, dev)
-    result = measure("sam_frozen_3ep", "decoder_batch", teacherkit(frozen_cfg, warm_cache=True, fill=big_epoch),
-                     big_epoch[:1], big_epoch, replace_steps(size, len(big_epoch)), dev, batch=big, profiled=profiled)
-    _cache_stats(result)
-    results.append(result)
+    for name, cfg in (("decoder_batch", frozen_cfg), ("decoder_batch_device", device_cfg)):
+        result = measure("sam_frozen_3ep", name, teacherkit(cfg, warm_cache=True, fill=big_epoch), big_epoch[:1],
+                         big_epoch, replace_steps(size, len(big_epoch)), dev, batch=big, profiled=profiled)
+        _cache_stats(result)
+        results.append(result)
     return results
 
 
@@ -781,6 +786,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default by size)")
     parser.add_argument("--decoder-batch", type=int, default=None,
                         help="images per step of sam_frozen's decoder_batch variant (default 8x the batch)")
+    parser.add_argument("--objects", type=int, default=None,
+                        help="objects (prompts) per synthetic image (default by size: 3 tiny, 6 full); the "
+                        "frozen-encoder gain depends on it, since the mask decoder runs once per prompt")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run every workload this many times and keep each variant's best (a busy machine)")
@@ -791,6 +799,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     size = SIZES[args.size] if args.steps is None else replace_steps(SIZES[args.size], args.steps)
+    if args.objects is not None:
+        from dataclasses import replace
+
+        size = replace(size, objects=args.objects)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     amp = args.amp == "bf16" or (args.amp == "auto" and device.startswith("cuda"))
     dev = Device(device, amp)
@@ -803,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     host = ensure_plugins(get_plugin_manager())
     card = torch.cuda.get_device_name(dev.device) if dev.cuda else (platform.processor() or platform.machine())
     print(f"# train_throughput size={args.size} device={device} ({card}) amp={'bf16' if amp else 'no'} "
-          f"batch={size.batch} steps={size.steps} torch={torch.__version__} "
+          f"batch={size.batch} steps={size.steps} objects={size.objects} torch={torch.__version__} "
           f"date={time.strftime('%Y-%m-%d')}", flush=True)
     runs: list[list[Result]] = []
     wanted = args.workloads.split(",")
@@ -825,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"kind": "train_throughput", **run_record("bench/train_throughput.py", argv),
                    "size": args.size, "device": device, "card": card, "amp": amp, "batch": size.batch,
-                   "steps": size.steps, "threads": args.threads, "repeat": max(args.repeat, 1),
+                   "steps": size.steps, "objects": size.objects, "threads": args.threads, "repeat": max(args.repeat, 1),
                    "speed_basis": basis,
                    "results": [asdict(r) for r in results], "ratios": rows}
         args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")

@@ -146,6 +146,29 @@ def test_the_three_bench_tables_put_teacherkit_next_to_its_reference(render, tmp
     assert "(`python bench/data_pipeline.py --json x.json`, 2026-01-02, 2 CPUs, no GPU)" in region
 
 
+def test_frozen_encoder_tables_show_the_cached_epochs_against_the_plain_loops(render):
+    """Epochs 2+ come from each variant's per-epoch seconds (images spread evenly over the epochs);
+    a variant timed on a warm cache only is all cached phase; the objects per image are said."""
+    def row(variant, ips, notes):
+        return {"workload": "sam_frozen_3ep", "variant": variant, "images_per_second": ips, "cpu_seconds": 1.0,
+                "peak_gib": 2.0, "error": None, "images": 48, "notes": notes}
+
+    data = _record("train_throughput", size="full", device="cuda", card="H200", amp=True, batch=8, steps=6,
+                   objects=1, threads=1, speed_basis="img/s",
+                   results=[row("plain", 40.0, {"epoch_seconds": [0.4, 0.4, 0.4]}),
+                            row("teacherkit", 60.0, {"epoch_seconds": [0.6, 0.1, 0.1]}),
+                            row("decoder_batch", 500.0, {"batch": 64, "cache": {"hits": 48, "misses": 0}}),
+                            row("sdpa_attention", 30.0, {"cache": {"hits": 8, "misses": 8}})],
+                   ratios=[])
+    table = render.render_train_throughput(data)
+    assert "batch 8, 1 object per image, 6 timed steps" in table
+    assert "| epochs 2+: img/s (vs plain) |" in table.splitlines()[2]
+    assert table.splitlines()[4].endswith("| 40.0 (1.00×) |")  # 32 images in 0.8 s
+    assert table.splitlines()[5].endswith("| 160.0 (4.00×) |")  # 32 images in 0.2 s
+    assert table.splitlines()[6].endswith("| 500.0 (12.50×) |")  # no miss: every step was the cached phase
+    assert table.splitlines()[7].endswith("| - |")  # neither timed by epoch nor all hits
+
+
 def test_performance_doc_has_no_hand_written_tables_left():
     text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     for name in ("augment_throughput", "train_throughput", "data_pipeline"):
