@@ -52,6 +52,9 @@ class SamPreprocessor:
     num_negative_points: int = 0
     max_instances: int = 16
     seed: int = 0
+    #: hash each image for the embedding cache (``cache_key``); off when the teacher caches
+    #: nothing (a trained encoder), where hashing 3 MB per image is a worker's time spent for no one
+    cache_keys: bool = True
 
     @property
     def preprocessing_id(self) -> str:
@@ -125,7 +128,7 @@ class SamPreprocessor:
             "category_ids": [cat_ids[i] for i in keep],
             "orig_size": (int(height), int(width)),
             "resized_size": (int(h), int(w)),
-            "cache_key": self.cache_key(image),
+            "cache_key": self.cache_key(image) if self.cache_keys else None,
             "seed": int(seed),
             "train": bool(train),
         }

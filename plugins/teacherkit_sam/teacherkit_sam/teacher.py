@@ -116,6 +116,7 @@ class SamTeacher(Teacher):
             image_size=self.settings.size, mean=tuple(self.settings.mean), std=tuple(self.settings.std),
             prompt=c.prompt, box_jitter=c.box_jitter, box_jitter_max=c.box_jitter_max, num_points=c.num_points,
             num_negative_points=c.num_negative_points, max_instances=c.max_instances, seed=c.seed,
+            cache_keys=self.uses_cache,
         )
 
     def make_loss(self) -> SamLoss:
@@ -146,9 +147,11 @@ class SamTeacher(Teacher):
             # the cache hands its encode function the rows it lacks: give it row numbers,
             # so only those images are normalised and encoded
             rows = torch.arange(pixels.shape[0], device=pixels.device)
-            if self.uses_cache:
+            keys = batch.get("cache_keys") or ()
+            # no keys: the batch came from a preprocessor made while the encoder still trained
+            if self.uses_cache and keys and None not in keys:
                 kwargs["image_embeddings"] = self.cache.embeddings(
-                    batch["cache_keys"], rows, lambda missing: self.frozen_embeddings(batch, missing))
+                    keys, rows, lambda missing: self.frozen_embeddings(batch, missing))
             else:
                 kwargs["image_embeddings"] = self.frozen_embeddings(batch, rows)
         else:

@@ -109,6 +109,23 @@ def test_an_unknown_store_is_refused():
         EmbeddingCache("gpu")
 
 
+def test_only_a_cached_encoder_has_its_images_hashed_and_a_batch_without_keys_is_encoded(shapes_samples):
+    """Workers hash each image only for a teacher that caches; a batch made while the encoder
+    still trained (no keys) is encoded directly by a teacher frozen since, to the same masks."""
+    lora = load_sam_with_lora("tiny", image_size=64)
+    frozen = load_sam_with_lora("tiny", **TINY)
+    sample = {**shapes_samples[0], "extra": {"seed": 3}}
+    assert lora.make_preprocessor()(sample, train=True)["cache_key"] is None
+    keyed = frozen.make_preprocessor()(sample, train=True)
+    assert isinstance(keyed["cache_key"], str) and len(keyed["cache_key"]) == 40
+    pre = frozen.make_preprocessor()
+    batch = pre.collate([pre(s, train=False) for s in shapes_samples])
+    unkeyed = {**batch, "cache_keys": [None] * len(batch["cache_keys"])}
+    calls = _count_encoder_calls(frozen)
+    assert frozen.predict(frozen.model, unkeyed) == frozen.predict(frozen.model, batch)
+    assert calls[0] == 2 and len(frozen.cache) == len(shapes_samples)  # only the keyed batch filled it
+
+
 def test_lora_mode_never_caches_a_trainable_encoder(shapes_samples):
     teacher = load_sam_with_lora("tiny", image_size=64, mode="lora", cache_embeddings="memory")
     calls = _count_encoder_calls(teacher)
