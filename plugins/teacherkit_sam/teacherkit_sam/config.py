@@ -114,6 +114,12 @@ class SamConfig(TeacherConfig):
         "the model input (as inference does); 'low_res' compares at the decoder's 4x-embedding size against "
         "area-averaged targets (less memory).",
     )
+    loss_kernel: Literal["auto", "torch"] = Field(
+        "auto",
+        description="How the mask loss's per-pixel sums are computed: 'auto' fuses them into one Triton kernel "
+        "per pass on CUDA (the same values up to float rounding; PyTorch operations elsewhere), 'torch' always "
+        "uses PyTorch operations.",
+    )
     focal_weight: float = Field(20.0, ge=0, description="Weight of the focal loss (SAM paper: 20).")
     dice_weight: float = Field(1.0, ge=0, description="Weight of the dice loss (SAM paper: 1).")
     iou_weight: float = Field(1.0, ge=0, description="Weight of the IoU-prediction MSE (SAM paper: 1).")

@@ -28,12 +28,15 @@ one row and one column vector per instance and every masked sum weighs by both (
 the batch's largest image area, outside which every term is zero. Focal and dice
 sums and their gradient come from one autograd function that keeps only the logits
 and targets for backward and works through the pixels in chunks, so the memory of
-the loss is a few copies of the logits instead of a dozen.
+the loss is a few copies of the logits instead of a dozen. On CUDA with Triton
+(``loss_kernel: auto``) those sums, the target's and the thresholded IoU's come from
+two fused kernels instead, one pass over the pixels each way (``loss_kernel.py``).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +49,7 @@ class SamLoss:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     resolution: str = "input"  # "input" | "low_res"
+    kernel: str = "auto"  # "auto": the fused Triton sums on CUDA (loss_kernel.py) | "torch"
 
     @classmethod
     def from_config(cls, config: Any) -> SamLoss:
@@ -56,6 +60,7 @@ class SamLoss:
             focal_alpha=config.focal_alpha,
             focal_gamma=config.focal_gamma,
             resolution=config.loss_resolution,
+            kernel=getattr(config, "loss_kernel", "auto"),
         )
 
     def __call__(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
@@ -71,10 +76,14 @@ class SamLoss:
 
         lg, target, rows, cols = self._compared(logits, batch, index)
         ip = iou_pred.flatten(0, 1).index_select(0, index).float()  # (M, C)
-        focal, dice = self._mask_terms(lg, target, rows, cols)
+        if self._fused(lg):
+            focal, dice, actual_iou = self._fused_terms(lg, target, rows, cols)
+        else:
+            focal, dice = self._mask_terms(lg, target, rows, cols)
+            with torch.no_grad():
+                actual_iou = _binary_iou(lg, target, rows, cols)
 
         with torch.no_grad():
-            actual_iou = _binary_iou(lg, target, rows, cols)
             best = (self.focal_weight * focal + self.dice_weight * dice).argmin(dim=1, keepdim=True)  # (M, 1)
 
         focal_b = focal.gather(1, best).mean()
@@ -117,15 +126,35 @@ class SamLoss:
         """Per instance and candidate ``(M, C)``: focal loss (mean over the image area)
         and dice loss. The per-pixel part runs in :func:`_pixel_sums`, which keeps only
         the logits and targets for backward instead of every intermediate image."""
-        if rows is None:
-            area = lg.new_full(lg.shape[:1], float(lg.shape[-2] * lg.shape[-1]))
-        else:
-            area = rows.sum(dim=-1) * cols.sum(dim=-1)  # (M,)
         focal_sum, inter, p_sum = _pixel_sums().apply(lg, target, rows, cols, self.focal_alpha, self.focal_gamma)
-        focal = focal_sum / area.clamp_min(1.0)[:, None]
+        focal = focal_sum / _area(lg, rows, cols).clamp_min(1.0)[:, None]
         t_sum = _area_sum(target, rows, cols)  # (M, 1)
         dice = 1 - (2 * inter + 1) / (p_sum + t_sum + 1)
         return focal, dice
+
+    def _fused(self, lg: Any) -> bool:
+        """Whether the fused kernels compute the per-pixel sums (``kernel: auto`` on CUDA with
+        Triton, or on the CPU under Triton's interpreter, as the tests run them)."""
+        if self.kernel != "auto" or not (lg.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
+            return False
+        from teacherkit_sam.loss_kernel import available
+
+        return available(lg)
+
+    def _fused_terms(self, lg: Any, target: Any, rows: Any, cols: Any) -> tuple[Any, Any, Any]:
+        """Focal and dice losses and the thresholded IoU ``(M, C)`` from one pass of
+        :mod:`teacherkit_sam.loss_kernel` (the values of :meth:`_mask_terms` and
+        :func:`_binary_iou`)."""
+        import torch
+
+        from teacherkit_sam.loss_kernel import fused_pixel_sums
+
+        sums = fused_pixel_sums(lg, target, rows, cols, self.focal_alpha, self.focal_gamma)
+        focal = sums["focal"] / _area(lg, rows, cols).clamp_min(1.0)[:, None]
+        dice = 1 - (2 * sums["inter"] + 1) / (sums["prob"] + sums["target"] + 1)
+        union = sums["bin_pred"] + sums["bin_true"] - sums["bin_inter"]
+        iou = torch.where(union > 0, sums["bin_inter"] / union.clamp_min(1.0), torch.ones_like(union))
+        return focal, dice, iou
 
 
 #: pixels (instances x candidates x H x W) per chunk of the per-pixel terms on a CPU: bounds
@@ -218,6 +247,13 @@ def _pixel_sums() -> Any:
             return grad, None, None, None, None, None
 
     return PixelSums
+
+
+def _area(lg: Any, rows: Any, cols: Any) -> Any:
+    """Pixels of each instance's image area ``(M,)`` (every pixel when ``rows`` is None)."""
+    if rows is None:
+        return lg.new_full(lg.shape[:1], float(lg.shape[-2] * lg.shape[-1]))
+    return rows.sum(dim=-1) * cols.sum(dim=-1)
 
 
 def _area_sum(values: Any, rows: Any, cols: Any) -> Any:
