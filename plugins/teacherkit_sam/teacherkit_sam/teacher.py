@@ -64,6 +64,7 @@ class SamTeacher(Teacher):
         base_full = {n: p.detach().to("cpu", copy=True) for n, p in self._full_params() if ".modules_to_save." not in n}
         self._scale = AdapterScale(self.model, lambda: base_full)
         self._cache: Any = None
+        self._warned_unkeyed = False
 
     # -- model parts ----------------------------------------------------------------------
     @property
@@ -147,17 +148,30 @@ class SamTeacher(Teacher):
             # the cache hands its encode function the rows it lacks: give it row numbers,
             # so only those images are normalised and encoded
             rows = torch.arange(pixels.shape[0], device=pixels.device)
-            keys = batch.get("cache_keys") or ()
-            # no keys: the batch came from a preprocessor made while the encoder still trained
-            if self.uses_cache and keys and None not in keys:
+            if self._keyed(batch):
                 kwargs["image_embeddings"] = self.cache.embeddings(
-                    keys, rows, lambda missing: self.frozen_embeddings(batch, missing))
+                    batch["cache_keys"], rows, lambda missing: self.frozen_embeddings(batch, missing))
             else:
                 kwargs["image_embeddings"] = self.frozen_embeddings(batch, rows)
         else:
             kwargs["pixel_values"] = self.encoder_input(batch)
         out = model(**kwargs)
         return {"pred_masks": out.pred_masks, "iou_scores": out.iou_scores}
+
+    def _keyed(self, batch: dict[str, Any]) -> bool:
+        """Whether the cache serves this batch: caching is on and the batch has its keys. A batch
+        from a preprocessor made while the encoder still trained has none: it is encoded
+        directly, and the run says so once (a cache that never hits is otherwise silent)."""
+        if not self.uses_cache:
+            return False
+        keys = batch.get("cache_keys") or ()
+        if keys and None not in keys:
+            return True
+        if not self._warned_unkeyed:
+            self._warned_unkeyed = True
+            log.warning("sam: a batch without embedding-cache keys (its preprocessor was made while the image "
+                        "encoder trained); encoding it without the cache")
+        return False
 
     def encoder_input(self, batch: dict[str, Any], rows: Any = None) -> Any:
         """The image encoder's input for the batch (or its ``rows``): normalised on the

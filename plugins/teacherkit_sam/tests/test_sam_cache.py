@@ -109,9 +109,10 @@ def test_an_unknown_store_is_refused():
         EmbeddingCache("gpu")
 
 
-def test_only_a_cached_encoder_has_its_images_hashed_and_a_batch_without_keys_is_encoded(shapes_samples):
+def test_only_a_cached_encoder_has_its_images_hashed_and_a_batch_without_keys_is_encoded(shapes_samples, caplog):
     """Workers hash each image only for a teacher that caches; a batch made while the encoder
-    still trained (no keys) is encoded directly by a teacher frozen since, to the same masks."""
+    still trained (no keys) is encoded directly by a teacher frozen since, to the same masks,
+    and the run says once that the cache was skipped."""
     lora = load_sam_with_lora("tiny", image_size=64)
     frozen = load_sam_with_lora("tiny", **TINY)
     sample = {**shapes_samples[0], "extra": {"seed": 3}}
@@ -122,8 +123,13 @@ def test_only_a_cached_encoder_has_its_images_hashed_and_a_batch_without_keys_is
     batch = pre.collate([pre(s, train=False) for s in shapes_samples])
     unkeyed = {**batch, "cache_keys": [None] * len(batch["cache_keys"])}
     calls = _count_encoder_calls(frozen)
-    assert frozen.predict(frozen.model, unkeyed) == frozen.predict(frozen.model, batch)
-    assert calls[0] == 2 and len(frozen.cache) == len(shapes_samples)  # only the keyed batch filled it
+    with caplog.at_level("WARNING", logger="teacherkit_sam.teacher"):
+        assert frozen.predict(frozen.model, unkeyed) == frozen.predict(frozen.model, batch)
+        frozen.predict(frozen.model, unkeyed)
+    assert calls[0] == 3 and len(frozen.cache) == len(shapes_samples)  # only the keyed batch filled it
+    assert [r.message for r in caplog.records].count(
+        "sam: a batch without embedding-cache keys (its preprocessor was made while the image encoder trained); "
+        "encoding it without the cache") == 1
 
 
 def test_lora_mode_never_caches_a_trainable_encoder(shapes_samples):
