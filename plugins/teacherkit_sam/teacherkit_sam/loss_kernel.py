@@ -36,12 +36,19 @@ BLOCK = 2048
 SUMS = ("focal", "inter", "prob", "target", "bin_inter", "bin_pred", "bin_true")
 
 
+#: the oldest CUDA compute capability given the kernels: Triton's README asks for 8.0+ in its 3.x
+#: releases (7.0+ before); older cards keep the PyTorch path rather than risk a compile failure
+MIN_CAPABILITY = (8, 0)
+
+
 def available(tensor: Any) -> bool:
-    """True when the kernels can run on ``tensor``: Triton is installed and the tensor is on
-    CUDA, or on the CPU under Triton's interpreter."""
+    """True when the kernels can run on ``tensor``: Triton is installed and the tensor is on a
+    CUDA device Triton supports, or on the CPU under Triton's interpreter."""
     if triton is None:
         return False
-    return tensor.is_cuda or (tensor.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1")
+    if tensor.is_cuda:
+        return torch.cuda.get_device_capability(tensor.device) >= MIN_CAPABILITY
+    return tensor.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
 if triton is not None:
