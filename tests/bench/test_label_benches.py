@@ -1,12 +1,19 @@
 """bench/label_memory.py and bench/label_throughput.py at small sizes on the CPU (CI smoke):
 they label real images with a real tiny experiment, write the JSON their renderers read, and
-pass `--workers` to `teacherkit label` only when it lists the option."""
+pass `--workers` to `teacherkit label` only when it lists the option.
+
+A bench's ``main`` runs in the test's process (each labelling run is still a fresh command, as
+the bench makes it): a bench process of its own would only import torch, transformers and peft
+again to record their versions. That each script starts as a command is checked with
+``--help``."""
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,16 +44,33 @@ def throughput_bench():
 
 @pytest.fixture(scope="module")
 def tiny_experiment(tmp_path_factory) -> Path:
+    """One tiny experiment for the session, trained by the first pytest-xdist worker that asks
+    (the others wait on the lock, then read it): the benches only read an experiment."""
     from teacherkit.testing import train_tiny_pair
 
-    return train_tiny_pair(tmp_path_factory.mktemp("tiny"))
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the session's folder, above every worker's own
+    root = shared / "bench-tiny-experiment"
+    with open(shared / "bench-tiny-experiment.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "trained").exists():
+            shutil.rmtree(root, ignore_errors=True)  # a worker that failed half way
+            train_tiny_pair(root)
+            (root / "trained").touch()
+    return root / "exp"
 
 
-def _run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=600, cwd=cwd)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done
+def _run(bench, *args: str, capsys, cwd: Path, monkeypatch) -> str:
+    """``bench``'s main with ``args`` in ``cwd``; what it printed."""
+    assert subprocess.run([sys.executable, bench.__file__, "--help"], capture_output=True, text=True,
+                          timeout=60).stdout.startswith("usage:")
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    code = bench.main(list(args))
+    out, err = capsys.readouterr()
+    assert code == 0, out[-2000:] + err[-3000:]
+    return out
 
 
 def test_workers_option_is_read_from_the_help_before_and_after_it_exists(memory_bench):
@@ -99,12 +123,13 @@ def test_image_names_are_hard_links_to_a_few_distinct_files(memory_bench, tmp_pa
 
 
 @pytest.mark.slow
-def test_label_memory_small_sizes_measure_the_workers_too(memory_bench, tiny_experiment, tmp_path):
+def test_label_memory_small_sizes_measure_the_workers_too(memory_bench, tiny_experiment, tmp_path, capsys,
+                                                          monkeypatch):
     out = tmp_path / "label_memory.json"
-    done = _run("label_memory.py", "--sizes", "6", "12", "--side", "32", "--workers", "1", "--pss-every", "0.5",
-                "--experiment", str(tiny_experiment), "--workdir", str(tmp_path / "work"), "--json-out", str(out),
-                cwd=tmp_path)
-    assert "peak RSS ratio 12 / 6 images, with the workers" in done.stdout
+    printed = _run(memory_bench, "--sizes", "6", "12", "--side", "32", "--workers", "1", "--pss-every", "0.5",
+                   "--experiment", str(tiny_experiment), "--workdir", str(tmp_path / "work"), "--json-out", str(out),
+                   capsys=capsys, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert "peak RSS ratio 12 / 6 images, with the workers" in printed
     data = json.loads(out.read_text())
     listed, _default = memory_bench.label_workers_option()
     assert data["settings"]["workers"]["option_listed"] is listed
@@ -123,12 +148,13 @@ def test_label_memory_small_sizes_measure_the_workers_too(memory_bench, tiny_exp
 
 
 @pytest.mark.slow
-def test_label_throughput_small_runs_agree_byte_for_byte(throughput_bench, tiny_experiment, tmp_path):
+def test_label_throughput_small_runs_agree_byte_for_byte(throughput_bench, tiny_experiment, tmp_path, capsys,
+                                                         monkeypatch):
     out = tmp_path / "label_throughput.json"
-    done = _run("label_throughput.py", "--images", "6", "--side", "32", "--threads", "2", "--workers", "0",
-                "--no-gpu", "--experiment", str(tiny_experiment), "--workdir", str(tmp_path / "work"),
-                "--json-out", str(out), cwd=tmp_path)
-    assert "ratio torchrun-2 / torchrun-1" in done.stdout
+    printed = _run(throughput_bench, "--images", "6", "--side", "32", "--threads", "2", "--workers", "0",
+                   "--no-gpu", "--experiment", str(tiny_experiment), "--workdir", str(tmp_path / "work"),
+                   "--json-out", str(out), capsys=capsys, cwd=tmp_path, monkeypatch=monkeypatch)
+    assert "ratio torchrun-2 / torchrun-1" in printed
     data = json.loads(out.read_text())
     runs = {run["name"]: run for run in data["runs"]}
     assert list(runs) == ["plain", "torchrun-1", "torchrun-2", "plain-threads-1"]
@@ -141,7 +167,7 @@ def test_label_throughput_small_runs_agree_byte_for_byte(throughput_bench, tiny_
     assert cpu["by_threads_per_process"] == {"1": {"runs": ["torchrun-2", "plain-threads-1"], "identical": True},
                                              "2": {"runs": ["plain", "torchrun-1"], "identical": True}}
     assert "outputs of the cpu runs with 1 thread(s) per process (torchrun-2, plain-threads-1) byte-identical: yes" \
-        in done.stdout
+        in printed
     assert set(data["ratios"]) == {"torchrun-2 / torchrun-1", "torchrun-2 / plain", "torchrun-2 / plain-threads-1"}
     assert {"torch", "transformers", "peft", "teacherkit"} <= set(data["versions"])
     assert data["machine"]["cpu_count"] >= 1

@@ -1,9 +1,14 @@
 """``teacherkit label`` in two CPU processes under torchrun (gloo): the merged COCO file is
 byte for byte the one a single process writes, and a run with one process killed continues
-with ``--resume`` to the same bytes."""
+with ``--resume`` to the same bytes.
+
+The single-process reference is labelled in the test's own process (at one torch thread, as
+the launched processes get): the same command, without another interpreter to start and the
+teachers' code to import again; the runs it is compared with are all launched by torchrun."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from teacherkit.cli import run
 from teacherkit.data.synthetic import make_coco_dataset
 from teacherkit.inference.label import partial_path
 
@@ -43,15 +49,21 @@ def _label_args(experiment: Path, images: Path, out: Path, *extra: str) -> list[
 
 
 def _one_process(args: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "teacherkit.cli", *args], env=_env(), capture_output=True,
-                          text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, done.stderr
+    """The command in this process with one torch thread, like each process of ``_env``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert run(args) == 0
+    finally:
+        torch.set_num_threads(threads)
 
 
-def _torchrun(args: list[str], **popen: object) -> subprocess.Popen:
+def _torchrun(args: list[str], *, log: object = subprocess.PIPE, **popen: object) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "teacherkit.cli", *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True, **popen)
 
 
 @pytest.mark.slow
@@ -68,9 +80,11 @@ def test_two_processes_write_the_bytes_one_process_writes(tiny_experiment, many_
     assert not partial_path(two).exists() and not partial_path(two, 1).exists()
 
 
-def _pid_of_rank(token: str, rank: int) -> int | None:
-    """The process of the run marked by ``token`` that torchrun started as ``rank``."""
-    wanted = {f"TEACHERKIT_TEST_RUN={token}".encode(), f"RANK={rank}".encode()}
+def _pids_of_run(token: str, rank: int | None = None) -> list[int]:
+    """The processes of the run marked by ``token`` (those torchrun started as ``rank``), in
+    the order of their ids: a rank's process before the image readers it forked."""
+    wanted = {f"TEACHERKIT_TEST_RUN={token}".encode()} | ({f"RANK={rank}".encode()} if rank is not None else set())
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -79,47 +93,57 @@ def _pid_of_rank(token: str, rank: int) -> int | None:
         except OSError:
             continue
         if wanted <= env:
-            return int(entry.name)
-    return None
+            found.append(int(entry.name))
+    return sorted(found)
 
 
-def _kill_rank_after_first_record(proc: subprocess.Popen, token: str, shard: Path) -> int:
+def _kill_rank_after_first_record(proc: subprocess.Popen, token: str, shard: Path, log: Path) -> int:
     """SIGKILL rank 1 as soon as its shard holds a record; the lines it had then."""
     deadline = time.monotonic() + TIMEOUT_S
     while time.monotonic() < deadline and proc.poll() is None:
         if shard.exists() and b"\n" in shard.read_bytes():
-            pid = _pid_of_rank(token, 1)
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+            pids = _pids_of_run(token, 1)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
                 return shard.read_bytes().count(b"\n")
         time.sleep(0.005)
-    raise AssertionError(f"rank 1 never wrote a record: {proc.communicate()[0]}")
+    proc.wait(timeout=TIMEOUT_S)
+    raise AssertionError(f"rank 1 never wrote a record: {log.read_text()}")
 
 
 @pytest.mark.slow
-def test_a_killed_process_is_resumed_to_the_same_bytes(tiny_experiment, many_images, tmp_path):
+def test_a_killed_process_is_resumed_to_the_same_bytes(tiny_experiment, many_images, tmp_path, capsys):
     exp = tiny_experiment["path"]
-    straight, out = tmp_path / "straight.json", tmp_path / "killed.json"
+    straight, out, log_file = tmp_path / "straight.json", tmp_path / "killed.json", tmp_path / "killed.log"
     _one_process(_label_args(exp, many_images, straight, "--batch-size", "1"))
     token = uuid.uuid4().hex
-    proc = _torchrun(_label_args(exp, many_images, out, "--batch-size", "1"),
-                     env=_env(TEACHERKIT_TEST_RUN=token), start_new_session=True)
+    # the log goes to a file: the image readers of the killed rank keep a pipe open until they
+    # notice their parent is gone (up to 5 s), and the test need not wait for that
+    with open(log_file, "w", encoding="utf-8") as log:
+        proc = _torchrun(_label_args(exp, many_images, out, "--batch-size", "1"), log=log,
+                         env=_env(TEACHERKIT_TEST_RUN=token), start_new_session=True)
     try:
-        lines = _kill_rank_after_first_record(proc, token, partial_path(out, 1))
-        log, _ = proc.communicate(timeout=TIMEOUT_S)
+        lines = _kill_rank_after_first_record(proc, token, partial_path(out, 1), log_file)
+        proc.wait(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode != 0, log
+        for pid in _pids_of_run(token):  # what outlived the launcher (those readers)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode != 0, log_file.read_text()
     assert not out.exists()  # rank 0 never merged: rank 1's shard was incomplete
     assert 1 <= lines < IMAGES // 2 + 1
     assert partial_path(out, 1).exists()
+    kept = {path: path.read_bytes() for path in tmp_path.glob(f"{out.name}.*")}  # shards, settings
 
-    # without --resume the shards are refused, naming the flag
-    refused = _torchrun(_label_args(exp, many_images, out, "--batch-size", "1"), env=_env())
-    log, _ = refused.communicate(timeout=TIMEOUT_S)
-    assert refused.returncode != 0 and "--resume" in log
+    # without --resume the shards are refused, naming the flag, and left as they were (the
+    # check runs before any process group or model, the same in every process)
+    capsys.readouterr()
+    assert run(_label_args(exp, many_images, out, "--batch-size", "1")) != 0
+    assert "--resume" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in tmp_path.glob(f"{out.name}.*")} == kept
 
     resumed = _torchrun(_label_args(exp, many_images, out, "--batch-size", "1", "--resume"), env=_env())
     log, _ = resumed.communicate(timeout=TIMEOUT_S)
