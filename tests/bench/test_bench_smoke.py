@@ -27,7 +27,7 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     out = tmp_path / "tt.json"
     done = _run("train_throughput.py", "--size", "tiny", "--device", "cpu", "--levers",
                 "transformers_loss,torch_msda,sdpa_attention,"
-                "transformers_guard,eval_frozen", "--json", str(out), tmp_path=tmp_path)
+                "transformers_guard,eval_frozen,torch_loss_kernel", "--json", str(out), tmp_path=tmp_path)
     ratios = re.findall(r"^ratio (\S+)\s+(\S+)\s+speed ([0-9.]+)x", done.stdout, flags=re.M)
     found = {(w, v) for w, v, _ in ratios}
     assert {("gdino_lora", "teacherkit"), ("gdino_lora", "transformers_loss"), ("gdino_lora", "torch_msda"),
@@ -55,6 +55,13 @@ def test_train_throughput_tiny_prints_ratios_per_workload(tmp_path: Path) -> Non
     big = by_key[("sam_frozen_3ep", "decoder_batch")]
     assert big["notes"]["batch"] == 8 * data["batch"] and big["notes"]["cache"]["misses"] == 0
     assert big["images"] >= by_key[("sam_frozen_3ep", "warm_cache")]["images"]
+    # the device store and the PyTorch loss lever train from the same cache (every variant's
+    # batches carry the keys, whichever teacher's preprocessor made them)
+    for variant in ("decoder_batch_device", "decoder_batch_device_torch_loss"):
+        assert by_key[("sam_frozen_3ep", variant)]["notes"]["cache"]["misses"] == 0
+        assert by_key[("sam_frozen_3ep", variant)]["notes"]["cache"]["hits"] > 0
+    device = by_key[("sam_frozen_3ep", "device_cache")]["notes"]["cache"]
+    assert device["misses"] == device["entries"] > 0 and device["hits"] >= device["misses"]
     # the SAM variants say which attention ran: the plugin's folded one unless the lever reverts it
     assert by_key[("sam_lora", "teacherkit")]["notes"]["attention"].startswith("folded")
     assert by_key[("sam_lora", "sdpa_attention")]["notes"]["attention"].startswith("sdpa")
@@ -181,3 +188,23 @@ def test_gdino_stages_times_every_phase_and_part_of_the_step(tmp_path: Path) -> 
     prof = data["profile"]
     assert prof["host_op_ms_per_step"] > 0 and prof["top_ops"] and prof["gpu_kernel_ms_per_step"] is None
     assert "graphs" not in data  # CUDA only
+
+
+def test_sam_views_summarises_each_variant_over_its_seeds() -> None:
+    """bench/sam_views.py trains for minutes, so CI checks its bookkeeping: variant names and the
+    mean and min–max per variant the docs' table is rendered from."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sam_views", BENCH / "sam_views.py")
+    views = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(views)
+    assert views.variant_name(0) == "fresh" and views.variant_name(2) == "views2"
+    rows = [{"variant": "fresh", "B": 0.5, "A": 0.9, "train_seconds": 100.0},
+            {"variant": "views2", "B": 0.6, "A": 0.8, "train_seconds": 60.0},
+            {"variant": "fresh", "B": 0.7, "A": 0.7, "train_seconds": 110.0}]
+    summary = views.summarise(rows)
+    assert list(summary) == ["fresh", "views2"]
+    assert summary["fresh"]["B"] == pytest.approx({"mean": 0.6, "min": 0.5, "max": 0.7})
+    assert summary["views2"]["train_seconds"] == {"mean": 60.0, "min": 60.0, "max": 60.0}
+    with pytest.raises(SystemExit, match="--views x"):
+        views.main(["--workdir", "unused", "--views", "x"])

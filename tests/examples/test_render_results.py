@@ -169,6 +169,21 @@ def test_frozen_encoder_tables_show_the_cached_epochs_against_the_plain_loops(re
     assert table.splitlines()[7].endswith("| - |")  # neither timed by epoch nor all hits
 
 
+def test_the_views_table_puts_each_variant_next_to_the_base(render):
+    stats = {"mean": 0.5, "min": 0.4, "max": 0.6}
+    data = {"seeds": [42, 1], "base": {"B": 0.369, "A": 0.948},
+            "rows": [{"variant": "fresh", "views": 0}, {"variant": "views2", "views": 2}],
+            "summary": {"fresh": {"B": stats, "A": {"mean": 0.9, "min": 0.9, "max": 0.9},
+                                  "train_seconds": {"mean": 101.4}},
+                        "views2": {"B": {"mean": 0.55, "min": 0.5, "max": 0.58}, "A": stats,
+                                   "train_seconds": {"mean": None}}}}
+    table = render.render_sam_views(data)
+    assert "| base, untrained | 0.369 | 0.948 | - |" in table
+    assert "| a fresh view every epoch (`cache_views: 0`) | 0.500 (0.400–0.600) | 0.900 | 101 |" in table
+    assert "| 2 views (`cache_views: 2`) | 0.550 (0.500–0.580) | 0.500 (0.400–0.600) | - |" in table
+    assert "over seeds 42, 1;" in table
+
+
 def test_performance_doc_has_no_hand_written_tables_left():
     text = (ROOT / "docs" / "performance.md").read_text(encoding="utf-8")
     for name in ("augment_throughput", "train_throughput", "data_pipeline"):

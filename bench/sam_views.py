@@ -1,0 +1,120 @@
+"""What SAM's cached augmentation views cost in quality, and what they save in time.
+
+With a frozen image encoder the embedding cache only hits when an encoder input repeats, so a
+cached teacher augments each image with ``cache_views`` (K) fixed views, epoch ``e`` repeating
+the view of epoch ``e mod K`` (docs/teachers/sam.md). The alternative is a fresh view every
+epoch (``cache_views: 0``), which never hits. This trains SAM alone, from the shipped pretrained
+tiny teacher on domain B with the quick start's settings (``examples/quickstart.yaml``, its
+replay of domain A included) and ``mode: frozen_encoder``, once per seed and variant, and scores
+each run once on domain B's and domain A's *test* splits (mIoU of box-prompted masks), next to
+the base's score. Training seconds come from each run's metadata (this machine's wall clock).
+
+    python bench/sam_views.py --workdir /tmp/sam-views --json-out bench/results/sam_views-DATE.json
+    python bench/sam_views.py --seeds 42 --views 0,2 --workdir /tmp/sam-views   # one seed
+
+Nothing is chosen from these scores: the variants are fixed beforehand, and the test splits are
+read once per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import quality  # noqa: E402  (examples/quality.py: the quick start's runs and scoring)
+
+
+def variant_name(views: int) -> str:
+    return "fresh" if views == 0 else f"views{views}"
+
+
+def run_one(host: Any, workdir: Path, seed: int, views: int, reuse: bool) -> dict[str, Any]:
+    """Train the frozen-encoder SAM with ``cache_views`` = ``views`` at ``seed``; its test scores,
+    training seconds and the cache's hits in its last epoch."""
+    from teacherkit.inference.experiment import Experiment
+    from teacherkit.training.trainer import TeacherTrainer
+
+    config = quality.run_config(host, "lora", seed, ["teachers.sam.mode=frozen_encoder",
+                                                     f"teachers.sam.cache_views={views}"])
+    folder = workdir / f"seed{seed}" / variant_name(views)
+    if not (reuse and quality.finished(folder)):
+        TeacherTrainer(quality.DOMAIN_B / "train.json", quality.DOMAIN_B / "val.json", output_dir=folder,
+                       config=config, overwrite=True, quiet=True, host=host, models=["sam"]).train()
+    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    exp = Experiment(folder, host=host)
+    got = quality.score(exp.teacher("sam"), "sam", quality.splits("test"), exp.info)
+    return {"seed": seed, "variant": variant_name(views), "views": views, "B": got["B"], "A": got["A"],
+            "train_seconds": meta.get("seconds_this_run")}
+
+
+def base_scores(host: Any, workdir: Path, seed: int, views: int) -> dict[str, float]:
+    """The untouched base on the test splits (the same model whatever the seed)."""
+    from teacherkit.inference.experiment import Experiment
+
+    exp = Experiment(workdir / f"seed{seed}" / variant_name(views), host=host)
+    return quality.score(exp.teacher("sam", adapter=False), "sam", quality.splits("test"), exp.info)
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and min–max of each figure per variant."""
+    out: dict[str, dict[str, Any]] = {}
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == variant]
+        out[variant] = {key: quality.stats([r[key] for r in mine]) for key in ("B", "A", "train_seconds")}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, required=True, help="experiment folders go here")
+    parser.add_argument("--seeds", default="42,1,7", help="training seeds, comma-separated")
+    parser.add_argument("--views", default="0,2", help="cache_views values to compare (0: a fresh view every epoch)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
+    parser.add_argument("--reuse", action="store_true", help="keep runs already finished in --workdir")
+    parser.add_argument("--json-out", type=Path, default=None, help="write machine, command and figures here")
+    args = parser.parse_args(argv)
+
+    seeds = quality._numbers(args.seeds, "--seeds", int)
+    views = quality._numbers(args.views, "--views", int)
+    import torch
+
+    from teacherkit.plugins import get_plugin_manager
+
+    torch.set_num_threads(args.threads)
+    host = get_plugin_manager()
+    started = time.perf_counter()
+    rows = []
+    for seed in seeds:
+        for k in views:
+            rows.append(run_one(host, args.workdir, seed, k, args.reuse))
+            r = rows[-1]
+            print(f"seed {seed} {r['variant']:7s} mIoU B {r['B']:.3f} A {r['A']:.3f} "
+                  f"train {r['train_seconds']:.1f}s", flush=True)
+    base = base_scores(host, args.workdir, seeds[0], views[0])
+    summary = summarise(rows)
+    print(f"base     mIoU B {base['B']:.3f} A {base['A']:.3f}")
+    for variant, s in summary.items():
+        print(f"{variant:8s} mIoU B {s['B']['mean']:.3f} ({s['B']['min']:.3f}-{s['B']['max']:.3f}) "
+              f"A {s['A']['mean']:.3f} ({s['A']['min']:.3f}-{s['A']['max']:.3f}) "
+              f"train {s['train_seconds']['mean']:.1f}s")
+    if args.json_out:
+        record = quality.provenance(argv, args.threads)
+        record["command"] = record["command"].replace("examples/quality.py", "bench/sam_views.py")
+        record.update({"kind": "sam_views", "seeds": seeds, "views": views, "base": base, "rows": rows,
+                       "summary": summary, "total_seconds": round(time.perf_counter() - started, 1)})
+        from teacherkit.atomic import atomic_write_bytes
+
+        atomic_write_bytes(args.json_out, (json.dumps(record, indent=2) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
