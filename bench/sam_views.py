@@ -36,31 +36,38 @@ def variant_name(views: int) -> str:
     return "fresh" if views == 0 else f"views{views}"
 
 
-def run_one(host: Any, workdir: Path, seed: int, views: int, reuse: bool) -> dict[str, Any]:
-    """Train the frozen-encoder SAM with ``cache_views`` = ``views`` at ``seed``; its test scores,
-    training seconds and the cache's hits in its last epoch."""
+def train_and_score(host: Any, folder: Path, teacher: str, seed: int, sets: Sequence[str],
+                    reuse: bool) -> dict[str, Any]:
+    """Train ``teacher`` alone from its shipped pretrained tiny base on domain B with the quick
+    start's settings and ``sets`` at ``seed`` (unless ``reuse`` finds the run finished); its
+    primary metric on both domains' test splits and its training seconds."""
     from teacherkit.inference.experiment import Experiment
     from teacherkit.training.trainer import TeacherTrainer
 
-    config = quality.run_config(host, "lora", seed, ["teachers.sam.mode=frozen_encoder",
-                                                     f"teachers.sam.cache_views={views}"])
-    folder = workdir / f"seed{seed}" / variant_name(views)
+    config = quality.run_config(host, "lora", seed, list(sets))
     if not (reuse and quality.finished(folder)):
         TeacherTrainer(quality.DOMAIN_B / "train.json", quality.DOMAIN_B / "val.json", output_dir=folder,
-                       config=config, overwrite=True, quiet=True, host=host, models=["sam"]).train()
+                       config=config, overwrite=True, quiet=True, host=host, models=[teacher]).train()
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     exp = Experiment(folder, host=host)
-    got = quality.score(exp.teacher("sam"), "sam", quality.splits("test"), exp.info)
-    return {"seed": seed, "variant": variant_name(views), "views": views, "B": got["B"], "A": got["A"],
-            "train_seconds": meta.get("seconds_this_run")}
+    got = quality.score(exp.teacher(teacher), teacher, quality.splits("test"), exp.info)
+    return {"seed": seed, "B": got["B"], "A": got["A"], "train_seconds": meta.get("seconds_this_run")}
 
 
-def base_scores(host: Any, workdir: Path, seed: int, views: int) -> dict[str, float]:
-    """The untouched base on the test splits (the same model whatever the seed)."""
+def run_one(host: Any, workdir: Path, seed: int, views: int, reuse: bool) -> dict[str, Any]:
+    """The frozen-encoder SAM with ``cache_views`` = ``views`` at ``seed``: its test scores and
+    training seconds."""
+    sets = ["teachers.sam.mode=frozen_encoder", f"teachers.sam.cache_views={views}"]
+    row = train_and_score(host, workdir / f"seed{seed}" / variant_name(views), "sam", seed, sets, reuse)
+    return {**row, "variant": variant_name(views), "views": views}
+
+
+def base_scores(host: Any, folder: Path, teacher: str) -> dict[str, float]:
+    """The untouched base on the test splits (the same model whatever the seed), from any run."""
     from teacherkit.inference.experiment import Experiment
 
-    exp = Experiment(workdir / f"seed{seed}" / variant_name(views), host=host)
-    return quality.score(exp.teacher("sam", adapter=False), "sam", quality.splits("test"), exp.info)
+    exp = Experiment(folder, host=host)
+    return quality.score(exp.teacher(teacher, adapter=False), teacher, quality.splits("test"), exp.info)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -70,6 +77,18 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         mine = [r for r in rows if r["variant"] == variant]
         out[variant] = {key: quality.stats([r[key] for r in mine]) for key in ("B", "A", "train_seconds")}
     return out
+
+
+def write_record(path: Path, kind: str, script: str, argv: Sequence[str] | None, threads: int,
+                 figures: dict[str, Any]) -> None:
+    """The results file: machine, date, versions and the exact command (``script`` and its
+    arguments), then ``figures``; written atomically."""
+    from teacherkit.atomic import atomic_write_bytes
+
+    record = quality.provenance(argv, threads)
+    record["command"] = record["command"].replace("examples/quality.py", script)
+    record.update({"kind": kind, **figures})
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r = rows[-1]
             print(f"seed {seed} {r['variant']:7s} mIoU B {r['B']:.3f} A {r['A']:.3f} "
                   f"train {r['train_seconds']:.1f}s", flush=True)
-    base = base_scores(host, args.workdir, seeds[0], views[0])
+    base = base_scores(host, args.workdir / f"seed{seeds[0]}" / variant_name(views[0]), "sam")
     summary = summarise(rows)
     print(f"base     mIoU B {base['B']:.3f} A {base['A']:.3f}")
     for variant, s in summary.items():
@@ -106,13 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"A {s['A']['mean']:.3f} ({s['A']['min']:.3f}-{s['A']['max']:.3f}) "
               f"train {s['train_seconds']['mean']:.1f}s")
     if args.json_out:
-        record = quality.provenance(argv, args.threads)
-        record["command"] = record["command"].replace("examples/quality.py", "bench/sam_views.py")
-        record.update({"kind": "sam_views", "seeds": seeds, "views": views, "base": base, "rows": rows,
-                       "summary": summary, "total_seconds": round(time.perf_counter() - started, 1)})
-        from teacherkit.atomic import atomic_write_bytes
-
-        atomic_write_bytes(args.json_out, (json.dumps(record, indent=2) + "\n").encode())
+        write_record(args.json_out, "sam_views", "bench/sam_views.py", argv, args.threads,
+                     {"seeds": seeds, "views": views, "base": base, "rows": rows, "summary": summary,
+                      "total_seconds": round(time.perf_counter() - started, 1)})
     return 0
 
 

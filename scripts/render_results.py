@@ -434,20 +434,31 @@ def render_gdino_graphs(data: dict[str, Any]) -> str:
     return "\n".join([f"Batch {data['batch']} at size `{data['size']}`, bf16 autocast, no gradient.", "", *rows, ""])
 
 
-def render_sam_views(data: dict[str, Any]) -> str:
-    """SAM with a frozen encoder, a fresh augmented view every epoch against K cached views: test
-    mIoU on both domains over the seeds, and training time."""
-    rows = ["| variant | mIoU on B (test) | mIoU on A (test) | training s |", "|---" * 4 + "|",
+def _variant_quality(data: dict[str, Any], metric: str, label: Callable[[str], str]) -> str:
+    """A teacher trained in fixed variants at several seeds: the base, then each variant's test
+    score on both domains (mean and min–max) and training time."""
+    rows = [f"| variant | {metric} on B (test) | {metric} on A (test) | training s |", "|---" * 4 + "|",
             f"| base, untrained | {_num(data['base']['B'])} | {_num(data['base']['A'])} | - |"]
     for variant, s in data["summary"].items():
-        views = next(r["views"] for r in data["rows"] if r["variant"] == variant)
-        name = f"{views} views (`cache_views: {views}`)" if views else "a fresh view every epoch (`cache_views: 0`)"
         seconds = s["train_seconds"]["mean"]
-        rows.append(f"| {name} | {_spread(s['B'])} | {_spread(s['A'])} | "
+        rows.append(f"| {label(variant)} | {_spread(s['B'])} | {_spread(s['A'])} | "
                     f"{'-' if seconds is None else f'{seconds:.0f}'} |")
     said = (f"Mean (min–max) over seeds {_seeds(data)}; each run scored once on the test splits; training "
             f"seconds are wall time on the machine below.")
     return "\n".join([*rows, "", said, ""])
+
+
+def render_sam_views(data: dict[str, Any]) -> str:
+    """SAM with a frozen encoder, a fresh augmented view every epoch against K cached views."""
+    views = {r["variant"]: r["views"] for r in data["rows"]}
+    return _variant_quality(data, "mIoU", lambda v: f"{views[v]} views (`cache_views: {views[v]}`)" if views[v]
+                            else "a fresh view every epoch (`cache_views: 0`)")
+
+
+def render_gdino_frozen_precision(data: dict[str, Any]) -> str:
+    """Grounding DINO, decoder LoRA, its frozen parts under autocast (the default) against bf16."""
+    return _variant_quality(data, "bbox AP", lambda v: f"`frozen_precision: {v}`"
+                            + (" (default)" if v == "autocast" else ""))
 
 
 def render_quickstart(data: dict[str, Any]) -> str:
@@ -474,7 +485,7 @@ BENCH_RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "quality": render_quality, "quality-targets": render_targets, "quality-seeds": render_seeds,
     "quality-choice": render_choice, "quality-scales": render_scales, "quality-readme": render_readme,
-    "sam_views": render_sam_views, **BENCH_RENDERERS,
+    "sam_views": render_sam_views, "gdino_frozen_precision": render_gdino_frozen_precision, **BENCH_RENDERERS,
 }
 
 # ---- regions ------------------------------------------------------------------------------------------

@@ -190,9 +190,9 @@ def test_gdino_stages_times_every_phase_and_part_of_the_step(tmp_path: Path) -> 
     assert "graphs" not in data  # CUDA only
 
 
-def test_sam_views_summarises_each_variant_over_its_seeds() -> None:
-    """bench/sam_views.py trains for minutes, so CI checks its bookkeeping: variant names and the
-    mean and min–max per variant the docs' table is rendered from."""
+def test_the_variant_quality_benches_summarise_each_variant_over_its_seeds() -> None:
+    """bench/sam_views.py and gdino_frozen_precision.py train for minutes, so CI checks their
+    bookkeeping: variant names and the mean and min–max per variant the docs' table is rendered from."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("sam_views", BENCH / "sam_views.py")
@@ -208,3 +208,10 @@ def test_sam_views_summarises_each_variant_over_its_seeds() -> None:
     assert summary["views2"]["train_seconds"] == {"mean": 60.0, "min": 60.0, "max": 60.0}
     with pytest.raises(SystemExit, match="--views x"):
         views.main(["--workdir", "unused", "--views", "x"])
+    # bench/gdino_frozen_precision.py trains through the same functions, with its own variants
+    spec = importlib.util.spec_from_file_location("gdino_frozen_precision", BENCH / "gdino_frozen_precision.py")
+    precision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(precision)
+    assert precision.PRECISIONS == ("autocast", "bf16")
+    with pytest.raises(SystemExit, match="--seeds 4x"):
+        precision.main(["--workdir", "unused", "--seeds", "4x"])

@@ -182,6 +182,12 @@ def test_the_views_table_puts_each_variant_next_to_the_base(render):
     assert "| a fresh view every epoch (`cache_views: 0`) | 0.500 (0.400–0.600) | 0.900 | 101 |" in table
     assert "| 2 views (`cache_views: 2`) | 0.550 (0.500–0.580) | 0.500 (0.400–0.600) | - |" in table
     assert "over seeds 42, 1;" in table
+    precision = {**data, "rows": [{"variant": "autocast"}, {"variant": "bf16"}],
+                 "summary": {"autocast": data["summary"]["fresh"], "bf16": data["summary"]["views2"]}}
+    table = render.render_gdino_frozen_precision(precision)
+    assert "| variant | bbox AP on B (test) | bbox AP on A (test) | training s |" in table
+    assert "| `frozen_precision: autocast` (default) | 0.500 (0.400–0.600) | 0.900 | 101 |" in table
+    assert "| `frozen_precision: bf16` | 0.550 (0.500–0.580) |" in table
 
 
 def test_performance_doc_has_no_hand_written_tables_left():
