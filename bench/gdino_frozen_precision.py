@@ -22,9 +22,7 @@ read once per run.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,42 +36,12 @@ PRECISIONS = ("autocast", "bf16")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True, help="experiment folders go here")
-    parser.add_argument("--seeds", default="42,1,7", help="training seeds, comma-separated")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
-    parser.add_argument("--reuse", action="store_true", help="keep runs already finished in --workdir")
-    parser.add_argument("--json-out", type=Path, default=None, help="write machine, command and figures here")
-    args = parser.parse_args(argv)
+    args = sam_views.parser_for(__doc__).parse_args(argv)
     seeds = quality._numbers(args.seeds, "--seeds", int)
-    import torch
-
-    from teacherkit.plugins import get_plugin_manager
-
-    torch.set_num_threads(args.threads)
-    host = get_plugin_manager()
-    started = time.perf_counter()
-    rows = []
-    for seed in seeds:
-        for precision in PRECISIONS:
-            sets = ["teachers.grounding_dino.lora.target_modules=null",
-                    f"teachers.grounding_dino.frozen_precision={precision}"]
-            folder = args.workdir / f"seed{seed}" / precision
-            row = sam_views.train_and_score(host, folder, "grounding_dino", seed, sets, args.reuse)
-            rows.append({**row, "variant": precision})
-            print(f"seed {seed} {precision:8s} bbox AP B {row['B']:.3f} A {row['A']:.3f} "
-                  f"train {row['train_seconds']:.1f}s", flush=True)
-    base = sam_views.base_scores(host, args.workdir / f"seed{seeds[0]}" / PRECISIONS[0], "grounding_dino")
-    summary = sam_views.summarise(rows)
-    print(f"base      bbox AP B {base['B']:.3f} A {base['A']:.3f}")
-    for variant, s in summary.items():
-        print(f"{variant:9s} bbox AP B {s['B']['mean']:.3f} ({s['B']['min']:.3f}-{s['B']['max']:.3f}) "
-              f"A {s['A']['mean']:.3f} ({s['A']['min']:.3f}-{s['A']['max']:.3f}) "
-              f"train {s['train_seconds']['mean']:.1f}s")
-    if args.json_out:
-        sam_views.write_record(args.json_out, "gdino_frozen_precision", "bench/gdino_frozen_precision.py", argv,
-                               args.threads, {"seeds": seeds, "base": base, "rows": rows, "summary": summary,
-                                              "total_seconds": round(time.perf_counter() - started, 1)})
+    variants = {p: {"sets": ["teachers.grounding_dino.lora.target_modules=null",
+                             f"teachers.grounding_dino.frozen_precision={p}"]} for p in PRECISIONS}
+    sam_views.run_variants(args, argv, kind="gdino_frozen_precision", script="bench/gdino_frozen_precision.py",
+                           teacher="grounding_dino", metric="bbox AP", variants=variants, seeds=seeds)
     return 0
 
 

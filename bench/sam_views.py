@@ -54,14 +54,6 @@ def train_and_score(host: Any, folder: Path, teacher: str, seed: int, sets: Sequ
     return {"seed": seed, "B": got["B"], "A": got["A"], "train_seconds": meta.get("seconds_this_run")}
 
 
-def run_one(host: Any, workdir: Path, seed: int, views: int, reuse: bool) -> dict[str, Any]:
-    """The frozen-encoder SAM with ``cache_views`` = ``views`` at ``seed``: its test scores and
-    training seconds."""
-    sets = ["teachers.sam.mode=frozen_encoder", f"teachers.sam.cache_views={views}"]
-    row = train_and_score(host, workdir / f"seed{seed}" / variant_name(views), "sam", seed, sets, reuse)
-    return {**row, "variant": variant_name(views), "views": views}
-
-
 def base_scores(host: Any, folder: Path, teacher: str) -> dict[str, float]:
     """The untouched base on the test splits (the same model whatever the seed), from any run."""
     from teacherkit.inference.experiment import Experiment
@@ -91,18 +83,22 @@ def write_record(path: Path, kind: str, script: str, argv: Sequence[str] | None,
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser_for(doc: str) -> argparse.ArgumentParser:
+    """The options every variant bench shares."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="experiment folders go here")
     parser.add_argument("--seeds", default="42,1,7", help="training seeds, comma-separated")
-    parser.add_argument("--views", default="0,2", help="cache_views values to compare (0: a fresh view every epoch)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for torch")
     parser.add_argument("--reuse", action="store_true", help="keep runs already finished in --workdir")
     parser.add_argument("--json-out", type=Path, default=None, help="write machine, command and figures here")
-    args = parser.parse_args(argv)
+    return parser
 
-    seeds = quality._numbers(args.seeds, "--seeds", int)
-    views = quality._numbers(args.views, "--views", int)
+
+def run_variants(args: argparse.Namespace, argv: Sequence[str] | None, *, kind: str, script: str, teacher: str,
+                 metric: str, variants: dict[str, dict[str, Any]], seeds: Sequence[int]) -> None:
+    """Train ``teacher`` in each variant (``{"sets": [...], **what its rows record}``) at each seed
+    into ``--workdir/seed<N>/<variant>``, score each run once on the test splits, print the runs
+    and the summary, and write the results file when ``--json-out`` asks."""
     import torch
 
     from teacherkit.plugins import get_plugin_manager
@@ -112,22 +108,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     rows = []
     for seed in seeds:
-        for k in views:
-            rows.append(run_one(host, args.workdir, seed, k, args.reuse))
-            r = rows[-1]
-            print(f"seed {seed} {r['variant']:7s} mIoU B {r['B']:.3f} A {r['A']:.3f} "
-                  f"train {r['train_seconds']:.1f}s", flush=True)
-    base = base_scores(host, args.workdir / f"seed{seeds[0]}" / variant_name(views[0]), "sam")
+        for name, variant in variants.items():
+            row = train_and_score(host, args.workdir / f"seed{seed}" / name, teacher, seed, variant["sets"],
+                                  args.reuse)
+            rows.append({**row, "variant": name, **{k: v for k, v in variant.items() if k != "sets"}})
+            print(f"seed {seed} {name:9s} {metric} B {row['B']:.3f} A {row['A']:.3f} "
+                  f"train {row['train_seconds']:.1f}s", flush=True)
+    base = base_scores(host, args.workdir / f"seed{seeds[0]}" / next(iter(variants)), teacher)
     summary = summarise(rows)
-    print(f"base     mIoU B {base['B']:.3f} A {base['A']:.3f}")
-    for variant, s in summary.items():
-        print(f"{variant:8s} mIoU B {s['B']['mean']:.3f} ({s['B']['min']:.3f}-{s['B']['max']:.3f}) "
-              f"A {s['A']['mean']:.3f} ({s['A']['min']:.3f}-{s['A']['max']:.3f}) "
-              f"train {s['train_seconds']['mean']:.1f}s")
+    print(f"{'base':9s} {metric} B {base['B']:.3f} A {base['A']:.3f}")
+    for name, got in summary.items():
+        print(f"{name:9s} {metric} B {got['B']['mean']:.3f} ({got['B']['min']:.3f}-{got['B']['max']:.3f}) "
+              f"A {got['A']['mean']:.3f} ({got['A']['min']:.3f}-{got['A']['max']:.3f}) "
+              f"train {got['train_seconds']['mean']:.1f}s")
     if args.json_out:
-        write_record(args.json_out, "sam_views", "bench/sam_views.py", argv, args.threads,
-                     {"seeds": seeds, "views": views, "base": base, "rows": rows, "summary": summary,
+        write_record(args.json_out, kind, script, argv, args.threads,
+                     {"seeds": list(seeds), "base": base, "rows": rows, "summary": summary,
                       "total_seconds": round(time.perf_counter() - started, 1)})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = parser_for(__doc__)
+    parser.add_argument("--views", default="0,2", help="cache_views values to compare (0: a fresh view every epoch)")
+    args = parser.parse_args(argv)
+    seeds = quality._numbers(args.seeds, "--seeds", int)
+    views = quality._numbers(args.views, "--views", int)
+    variants = {variant_name(k): {"sets": ["teachers.sam.mode=frozen_encoder", f"teachers.sam.cache_views={k}"],
+                                  "views": k} for k in views}
+    run_variants(args, argv, kind="sam_views", script="bench/sam_views.py", teacher="sam", metric="mIoU",
+                 variants=variants, seeds=seeds)
     return 0
 
 
