@@ -60,7 +60,7 @@ class SamLoss:
             focal_alpha=config.focal_alpha,
             focal_gamma=config.focal_gamma,
             resolution=config.loss_resolution,
-            kernel=getattr(config, "loss_kernel", "auto"),
+            kernel=config.loss_kernel,
         )
 
     def __call__(self, outputs: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +135,7 @@ class SamLoss:
     def _fused(self, lg: Any) -> bool:
         """Whether the fused kernels compute the per-pixel sums (``kernel: auto`` on CUDA with
         Triton, or on the CPU under Triton's interpreter, as the tests run them)."""
+        # decided before the import where it can be: a CPU-only run never pays for importing Triton
         if self.kernel != "auto" or not (lg.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
             return False
         from teacherkit_sam.loss_kernel import available
