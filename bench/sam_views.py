@@ -42,16 +42,11 @@ def train_and_score(host: Any, folder: Path, teacher: str, seed: int, sets: Sequ
     start's settings and ``sets`` at ``seed`` (unless ``reuse`` finds the run finished); its
     primary metric on both domains' test splits and its training seconds."""
     from teacherkit.inference.experiment import Experiment
-    from teacherkit.training.trainer import TeacherTrainer
 
-    config = quality.run_config(host, "lora", seed, list(sets))
-    if not (reuse and quality.finished(folder)):
-        TeacherTrainer(quality.DOMAIN_B / "train.json", quality.DOMAIN_B / "val.json", output_dir=folder,
-                       config=config, overwrite=True, quiet=True, host=host, models=[teacher]).train()
-    meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    seconds = quality.train(host, quality.run_config(host, "lora", seed, list(sets)), folder, reuse, [teacher])
     exp = Experiment(folder, host=host)
     got = quality.score(exp.teacher(teacher), teacher, quality.splits("test"), exp.info)
-    return {"seed": seed, "B": got["B"], "A": got["A"], "train_seconds": meta.get("seconds_this_run")}
+    return {"seed": seed, "B": got["B"], "A": got["A"], "train_seconds": seconds}
 
 
 def base_scores(host: Any, folder: Path, teacher: str) -> dict[str, float]:

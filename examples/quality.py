@@ -138,13 +138,14 @@ def finished(folder: Path) -> bool:
     return meta.is_file() and json.loads(meta.read_text(encoding="utf-8")).get("status") == "finished"
 
 
-def train(host: Any, config: Any, folder: Path, reuse: bool) -> float | None:
-    """Train one run unless ``reuse`` finds it finished; returns its training seconds."""
+def train(host: Any, config: Any, folder: Path, reuse: bool, models: list[str] | None = None) -> float | None:
+    """Train one run (``models``: only these teachers) unless ``reuse`` finds it finished; returns
+    its training seconds."""
     from teacherkit.training.trainer import TeacherTrainer
 
     if not (reuse and finished(folder)):
         TeacherTrainer(DOMAIN_B / "train.json", DOMAIN_B / "val.json", output_dir=folder, config=config,
-                       overwrite=True, quiet=True, host=host).train()
+                       overwrite=True, quiet=True, host=host, models=models).train()
     meta = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
     return meta.get("seconds_this_run")
 
