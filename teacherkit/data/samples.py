@@ -18,6 +18,7 @@ import numpy as np
 
 from teacherkit.data.image_files import bomb_reason, resolve_image_path
 from teacherkit.data.info import DatasetInfo
+from teacherkit.data.view_records import pixel_free
 from teacherkit.errors import DataError
 from teacherkit.types import Sample
 
@@ -147,6 +148,7 @@ class SampleDataset:
         with_masks: bool = False,
         seed: int = 0,
         augment_views: int | None = None,
+        view_records: Any = None,
     ) -> None:
         self.coco = coco
         self.images_dir = Path(images_dir)
@@ -161,6 +163,9 @@ class SampleDataset:
         # K: epoch e augments with the seed of epoch e % K, so each image has K views in all
         # (a teacher that caches what its frozen encoder makes of the pixels asks for it)
         self.augment_views = augment_views
+        # with K views and a preprocessor that can do without pixels: the views' geometry, written
+        # in epochs < K, read back in later ones (teacherkit.data.view_records)
+        self.view_records = view_records if self.augment is not None and augment_views else None
         self.epoch = 0
         self.images = list(coco.images)
         self._anns = {img.id: coco.annotations_for(img.id) for img in self.images}
@@ -228,6 +233,8 @@ class SampleDataset:
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.view_records is not None and pixel_free(self.preprocessor):
+            return self.preprocessor(self._view(index), train=self.train)
         sample = self.raw_sample(index)
         if self.augment is not None:
             seed = sample["extra"]["seed"]
@@ -235,3 +242,23 @@ class SampleDataset:
                 seed = sample_seed(self.seed, self.epoch % self.augment_views, index)
             sample = self.augment(sample, seed)
         return self.preprocessor(sample, train=self.train)
+
+    def _view(self, index: int) -> Sample:
+        """The augmented sample of this epoch's view of ``index``: from its record, without
+        pixels, when a past epoch recorded it and the teacher still holds its pixels' key;
+        else read and augmented (and recorded when the preprocessor keys it). Either way the
+        sample carries this epoch's seed, so prompts and the like still change every epoch."""
+        views = self.augment_views
+        view = self.epoch % views
+        if self.epoch >= views:
+            recorded = self.view_records.get(index, view)
+            if recorded is not None and self.preprocessor.holds_view(recorded["view_key"]):
+                recorded["extra"] = {**recorded.get("extra", {}), "seed": sample_seed(self.seed, self.epoch, index)}
+                return recorded
+        sample = self.augment(self.raw_sample(index), sample_seed(self.seed, view, index))
+        key = self.preprocessor.view_key(sample)
+        if key is not None:
+            if self.epoch < views or not self.view_records.path(index, view).exists():
+                self.view_records.put(index, view, sample, key)
+            sample["view_key"] = key  # the preprocessor need not hash the pixels again
+        return sample

@@ -74,8 +74,10 @@ class ReplaySource:
                           f"{spec.name} trains without replay")
             return train_set
         seed = dataset_kwargs["seed"]
-        replay_set = CocoTrainDataset(self.coco, self.images, **{**dataset_kwargs,
-                                                                 "seed": sample_seed(seed, REPLAY_STREAM, 0)})
+        records = dataset_kwargs.get("view_records")
+        replay_set = CocoTrainDataset(self.coco, self.images, **{
+            **dataset_kwargs, "seed": sample_seed(seed, REPLAY_STREAM, 0),
+            "view_records": records.part("replay") if records is not None else None})
         return ReplayMix(train_set, replay_set, per_epoch=replay_count(len(train_set), self.fraction), seed=seed)
 
     def metadata(self) -> dict[str, Any]:

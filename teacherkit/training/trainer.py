@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from teacherkit.atomic import atomic_write_json
+from teacherkit.data.view_records import run_view_records
 from teacherkit.errors import DataError, TeacherkitError
 from teacherkit.layout import CONFIG_FILE, DATASET_INFO_FILE, METADATA_FILE, ExperimentLayout
 from teacherkit.training.experiment_folder import check_output_dir, prepare_output_dir
@@ -265,7 +266,8 @@ class TeacherTrainer:
         from teacherkit.out_of_memory import is_out_of_memory
 
         teacher, tcfg = self._load_teacher(spec, info, accelerator)
-        train_set, val_set, val_source = self._datasets(spec, tcfg, teacher, info, train_coco, val_coco, reporter)
+        train_set, val_set, val_source = self._datasets(spec, tcfg, teacher, info, train_coco, val_coco, reporter,
+                                                        rank=accelerator.process_index)
         report = teacher.parameter_report()
         loss_fn = self.host.make_loss(spec, tcfg, teacher)
         found = self._auto_batch_size(spec, tcfg, teacher, loss_fn, train_set, accelerator, reporter)
@@ -294,6 +296,8 @@ class TeacherTrainer:
                 spec.name, settings.batch_size, accelerator.device, doing=f"training (epoch {loop.state.epoch + 1})",
                 advice=training_advice(spec.name, tcfg, settings.batch_size), kept=kept_checkpoint(layout.last),
             ) from exc
+        finally:  # the loop has stopped its workers: nothing writes records any more
+            run_view_records(layout.dir, accelerator.process_index).remove()
         if accelerator.is_main_process and result.history:
             from teacherkit.training.tracking import write_curves
 
@@ -344,16 +348,19 @@ class TeacherTrainer:
         return teacher, tcfg
 
     def _datasets(self, spec: Any, tcfg: Any, teacher: Any, info: Any, train_coco: Any, val_coco: Any,
-                  reporter: Any) -> tuple[Any, Any, Any]:
+                  reporter: Any, rank: int = 0) -> tuple[Any, Any, Any]:
         """``(training set, with replay when on; validation set; the COCO it scores against)``."""
         from teacherkit.training.dataset import CocoTrainDataset
 
         cfg = self.config
         preprocessor = self.host.make_preprocessor(spec, tcfg, teacher)
         augment = self.host.make_augmentation(cfg.augmentation, info) if cfg.augmentation.enabled else None
+        views = _views(teacher)
         kwargs = {"info": info, "preprocessor": preprocessor, "learns_from": spec.learns_from, "train": True,
-                  "augment": augment, "seed": cfg.training.seed, "augment_views": _views(teacher),
-                  "with_masks": spec.learns_from == "masks" or (augment is not None and info.has_masks)}
+                  "augment": augment, "seed": cfg.training.seed, "augment_views": views,
+                  "with_masks": spec.learns_from == "masks" or (augment is not None and info.has_masks),
+                  "view_records": run_view_records(self.layout.teacher(spec.name).dir, rank, preprocessor)
+                  if augment and views else None}
         train_set = CocoTrainDataset(train_coco, self.image_dir, **kwargs)
         if self.replay is not None:
             train_set = self.replay.mix(spec, train_set, kwargs, reporter)
