@@ -255,7 +255,9 @@ def test_a_cached_sam_cycles_its_views_with_two_persistent_workers_as_without(ti
     """The tiny SAM teacher with a frozen, cached encoder asks for 2 augmented views per
     image: through persistent workers epoch e must still augment with view e mod 2. The
     cache's per-epoch counts (a fresh view misses, a repeated one hits) and the weights
-    equal a run that loads in the main process."""
+    equal a run that loads in the main process. From epoch 2 on the workers rebuild each
+    view from its record, without its pixels (``teachers.sam.view_records``): the weights
+    equal a run that reads and augments every image every epoch."""
     import logging
 
     from teacherkit.config import resolve_config
@@ -266,20 +268,28 @@ def test_a_cached_sam_cycles_its_views_with_two_persistent_workers_as_without(ti
     host = get_plugin_manager()
     caplog.set_level(logging.INFO, logger="teacherkit_sam")
 
-    def run(out, workers):
+    def run(out, workers, *sets):
         caplog.clear()
         config = resolve_config(host.config_model(), preset="tiny", sets=[
-            "training.epochs=3", "training.batch_size=2", f"training.num_workers={workers}", "training.lr=1e-3",
-            "teachers.sam.image_size=64", "teachers.sam.mode=frozen_encoder", "teachers.sam.cache_views=2"])
+            "training.epochs=4", "training.batch_size=2", f"training.num_workers={workers}", "training.lr=1e-3",
+            "teachers.sam.image_size=64", "teachers.sam.mode=frozen_encoder", "teachers.sam.cache_views=2", *sets])
         TeacherTrainer(train, val, None, out, config, host=host, quiet=True).train()
+        # records and the cache's marks go with the run, and the folders they made
+        assert not (out / "teachers" / "sam" / "cache").exists()
         return [r.getMessage() for r in caplog.records if "embedding cache before epoch" in r.getMessage()]
 
     main_process = run(tmp_path / "none", 0)
     two_workers = run(tmp_path / "two", 2)
-    assert len(main_process) == 3 and two_workers == main_process
+    unrecorded = run(tmp_path / "unrecorded", 2, "teachers.sam.view_records=false")
+    assert len(main_process) == 4 and two_workers == main_process
     assert "before epoch 2: " in main_process[2] and ", 0 misses" not in main_process[2]  # view 1 is new
+    # the third epoch (logged before epoch 3) repeats view 0: the four training images came as records and
+    # hit, as did the two validation images; 2 x 4 views + 2 validation images held
+    assert main_process[3].endswith(": 6 hits, 0 misses, 10 entries, 4 views without pixels"), main_process[3]
+    assert [m.rsplit(", ", 1)[0] for m in unrecorded] == [m.rsplit(", ", 1)[0] for m in main_process]
+    assert all(m.endswith(" 0 views without pixels") for m in unrecorded)
     started = worker_starts()
-    assert len(started) == 4 and not any(_pid_alive(pid) for pid in started)
+    assert len(started) == 8 and not any(_pid_alive(pid) for pid in started)  # 2 runs x 2 splits x 2
     rel = "teachers/sam/checkpoints/last/trainable.safetensors"
-    a, b = load_file(str(tmp_path / "none" / rel)), load_file(str(tmp_path / "two" / rel))
-    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    a, b, c = (load_file(str(tmp_path / name / rel)) for name in ("none", "two", "unrecorded"))
+    assert a.keys() == b.keys() == c.keys() and all(a[k].equal(b[k]) and a[k].equal(c[k]) for k in a)

@@ -22,8 +22,10 @@ safetensors file per key atomically (several processes may share it).
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,36 @@ from teacherkit.atomic import atomic_write_bytes
 STORES = ("memory", "device", "disk")
 
 
+@dataclass(frozen=True)
+class HeldKeys:
+    """Whether the cache holds a key, answered from files, so DataLoader workers (other
+    processes) can ask: a view recorded by ``teacherkit.data.view_records`` then comes
+    without pixels only when its embedding is here. For the disk store the entries are the
+    files; the memory and device stores mark each entry they keep with an empty file
+    (:meth:`EmbeddingCache._store`). Picklable: it travels to workers inside the preprocessor."""
+
+    directory: str
+    suffix: str = ""
+
+    def path(self, key: str) -> Path:
+        return Path(self.directory) / key[:2] / f"{key}{self.suffix}"
+
+    def __call__(self, key: str) -> bool:
+        return self.path(key).exists()
+
+
 class EmbeddingCache:
     """``embeddings(keys, pixel_values, encode)`` returns encoder outputs, computing
-    only the missing ones."""
+    only the missing ones.
 
-    def __init__(self, store: str = "memory", directory: Path | None = None, max_bytes: int = 2 << 30) -> None:
+    :param held: marks of the entries a memory or device store keeps (:class:`HeldKeys`);
+        with it, a kept entry is never evicted (a worker may already have sent its view
+        without pixels) and one that does not fit in ``max_bytes`` is not kept. The folder
+        is emptied first: a new cache holds nothing.
+    """
+
+    def __init__(self, store: str = "memory", directory: Path | None = None, max_bytes: int = 2 << 30,
+                 held: HeldKeys | None = None) -> None:
         if store not in STORES:
             raise ValueError(f"unknown embedding cache store {store!r}")
         if store == "disk" and directory is None:
@@ -45,6 +72,9 @@ class EmbeddingCache:
         self.store = store
         self.directory = Path(directory) if directory is not None else None
         self.max_bytes = max_bytes
+        self.held = held if store != "disk" else None  # the disk store's files are their own marks
+        if self.held is not None:
+            shutil.rmtree(self.held.directory, ignore_errors=True)
         self._memory: OrderedDict[str, Any] = OrderedDict()
         self._bytes = 0
         self.hits = 0
@@ -97,6 +127,12 @@ class EmbeddingCache:
         if key in self._memory:
             old = self._memory.pop(key)
             self._bytes -= old.numel() * old.element_size()
+        if self.held is not None:  # marked entries stay: past the budget, new ones are not kept
+            if self._bytes + size > self.max_bytes:
+                return
+            marker = self.held.path(key)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
         self._memory[key] = value
         self._bytes += size
         while self._bytes > self.max_bytes:

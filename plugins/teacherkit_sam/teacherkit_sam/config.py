@@ -96,6 +96,14 @@ class SamConfig(TeacherConfig):
         "every encoder input repeats and comes from the cache (prompts still change every epoch). "
         "0: a fresh view every epoch (the cache then hits only without augmentation).",
     )
+    view_records: bool = Field(
+        True,
+        description="With cached views (cache_views > 0, encoder frozen): in the first cache_views epochs the "
+        "DataLoader workers record each augmented view's masks and boxes (RLE, under the teacher's cache "
+        "folder, removed when training ends); from epoch cache_views on, a view whose embedding is cached "
+        "is rebuilt from its record without reading, augmenting or resizing the image (the same targets and "
+        "prompts). false: every view is read and augmented again.",
+    )
     encoder_batch_size: int = Field(
         8,
         ge=1,

@@ -55,6 +55,10 @@ class SamPreprocessor:
     #: hash each image for the embedding cache (``cache_key``); off when the teacher caches
     #: nothing (a trained encoder), where hashing 3 MB per image is a worker's time spent for no one
     cache_keys: bool = True
+    #: which cached embeddings the teacher holds (:class:`teacherkit_sam.cache.HeldKeys`), set when
+    #: it records views: a recorded view whose embedding is held comes without pixels
+    #: (``teacherkit.data.view_records``); ``None``: every sample is read with its pixels
+    held: Any = None
 
     @property
     def preprocessing_id(self) -> str:
@@ -62,15 +66,29 @@ class SamPreprocessor:
         return f"sam-pre-v1|{self.image_size}|{self.mean}|{self.std}"
 
     # -- one sample ---------------------------------------------------------------------
+    # -- views without pixels (teacherkit.data.view_records) ----------------------------------
+    def view_key(self, sample: dict[str, Any]) -> str | None:
+        """The key of an augmented sample's pixels (its embedding's cache key) when views are
+        recorded, else ``None``."""
+        return self.cache_key(np.asarray(sample["image"])) if self.held is not None else None
+
+    def holds_view(self, key: str) -> bool:
+        """Whether the teacher's cache holds the embedding of ``key``, so the view's pixels can stay unread."""
+        return self.held is not None and bool(self.held(key))
+
     @staticmethod
-    def _checked_inputs(sample: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int], list[int]]:
-        """The sample's image, masks, xywh boxes, annotation and category ids, checked to
-        agree; a :class:`DataError` naming the image otherwise."""
-        image = np.asarray(sample["image"])
+    def _checked_inputs(sample: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, list[int], list[int]]:
+        """The sample's image (``None`` for a recorded view: ``image_shape`` gives its
+        size), masks, xywh boxes, annotation and category ids, checked to agree; a
+        :class:`DataError` naming the image otherwise."""
+        image = sample["image"]
+        if image is not None:
+            image = np.asarray(image)
+        shape = tuple(image.shape if image is not None else sample["image_shape"])
         where = sample.get("file_name") or f"image {sample.get('image_id')}"
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise DataError(f"{where}: expected an (H, W, 3) RGB image, got shape {image.shape}")
-        height, width = image.shape[:2]
+        if len(shape) != 3 or shape[2] != 3:
+            raise DataError(f"{where}: expected an (H, W, 3) RGB image, got shape {shape}")
+        height, width = shape[:2]
         masks = sample.get("masks")
         if masks is None:
             raise DataError(f"{where}: the SAM teacher learns from masks but this sample has none")
@@ -87,7 +105,7 @@ class SamPreprocessor:
 
     def __call__(self, sample: dict[str, Any], *, train: bool) -> dict[str, Any]:
         image, masks, boxes_xywh, ann_ids, cat_ids = self._checked_inputs(sample)
-        height, width = image.shape[:2]
+        height, width = masks.shape[1:]
         n = masks.shape[0]
         seed = self.sample_seed(sample)
         rng = make_rng(seed)
@@ -117,8 +135,13 @@ class SamPreprocessor:
                 points[row], labels[row] = pts * np.array([sx, sy], dtype=np.float32), lab
             boxes[row] = box * np.array([sx, sy, sx, sy], dtype=np.float32)
 
+        # a recorded view (no pixels: the teacher holds its embedding) or one just recorded carries its key
+        key = sample.get("view_key")
+        if key is None and image is not None and self.cache_keys:
+            key = self.cache_key(image)
+        pixels = self._pixels(image, (h, w)) if image is not None else None
         return {
-            "pixel_values": self._pixels(image, (h, w)),
+            "pixel_values": pixels,
             "boxes": boxes,
             "points": points,
             "point_labels": labels,
@@ -128,7 +151,7 @@ class SamPreprocessor:
             "category_ids": [cat_ids[i] for i in keep],
             "orig_size": (int(height), int(width)),
             "resized_size": (int(h), int(w)),
-            "cache_key": self.cache_key(image) if self.cache_keys else None,
+            "cache_key": key,
             "seed": int(seed),
             "train": bool(train),
         }
@@ -187,6 +210,8 @@ class SamPreprocessor:
         """Stack items; pad instances to the batch's largest count (at least one) with
         ``instance_valid`` marking real ones, so every image shares one decoder call.
         ``pixel_values`` stay uint8 ``(B, 3, size, size)`` (see :func:`finish_pixels`).
+        A recorded view's item has no pixels: ``pixel_values`` then holds only the
+        rows ``pixel_rows`` lists (``None`` when every row has them).
         ``instance_index`` lists the real ones' flat positions and ``image_sizes`` each
         image's (height, width) inside the padded square: the loss reads both on the
         device without waiting on it, and never needs a per-pixel region mask."""
@@ -219,8 +244,10 @@ class SamPreprocessor:
             kind = "points"
         elif train and self.prompt == "mixed":
             kind = random.Random(sum(it["seed"] for it in items)).choice(["box", "points"])
+        pixel_values, pixel_rows = _stack_pixels(items, size)
         return {
-            "pixel_values": torch.from_numpy(np.stack([it["pixel_values"] for it in items])),
+            "pixel_values": pixel_values,
+            "pixel_rows": pixel_rows,
             "input_boxes": boxes,
             "input_points": points,
             "input_labels": labels,
@@ -238,6 +265,18 @@ class SamPreprocessor:
             "resized_sizes": [it["resized_size"] for it in items],
             "cache_keys": [it["cache_key"] for it in items],
         }
+
+
+def _stack_pixels(items: Sequence[dict[str, Any]], size: int) -> tuple[Any, list[int] | None]:
+    """The items' uint8 pixels stacked, and which rows have them: ``None`` when all do; recorded
+    views come without pixels (their embeddings are cached)."""
+    import torch
+
+    present = [i for i, it in enumerate(items) if it["pixel_values"] is not None]
+    if not present:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8), []
+    stacked = torch.from_numpy(np.stack([items[i]["pixel_values"] for i in present]))
+    return stacked, None if len(present) == len(items) else present
 
 
 def finish_pixels(pixel_values: Any, image_sizes: Any, mean: Any, std: Any, dtype: Any = None) -> Any:

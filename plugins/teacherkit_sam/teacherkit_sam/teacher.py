@@ -11,6 +11,7 @@ from teacherkit.adapters import AdapterError, AdapterMeta, AdapterScale, load_lo
 from teacherkit.atomic import atomic_dir
 from teacherkit.data.masks import mask_to_rle
 from teacherkit.teachers import ParameterReport, Teacher, TeacherSpec
+from teacherkit_sam.cached_encoder import CachedEncoder
 from teacherkit_sam.loading import (
     ImageSettings,
     apply_finetuning,
@@ -33,7 +34,7 @@ PREDICT_CHUNK = 16
 SamAdapterError = AdapterError
 
 
-class SamTeacher(Teacher):
+class SamTeacher(CachedEncoder, Teacher):
     """Built by :func:`build_teacher`; see ``docs/teachers/sam.md``."""
 
     def __init__(self, spec: TeacherSpec, config: Any, base: Any, settings: ImageSettings,
@@ -63,8 +64,6 @@ class SamTeacher(Teacher):
         # wrapper keeps the original), for set_adapter_scale()
         base_full = {n: p.detach().to("cpu", copy=True) for n, p in self._full_params() if ".modules_to_save." not in n}
         self._scale = AdapterScale(self.model, lambda: base_full)
-        self._cache: Any = None
-        self._warned_unkeyed = False
 
     # -- model parts ----------------------------------------------------------------------
     @property
@@ -94,30 +93,13 @@ class SamTeacher(Teacher):
         views = self.config.cache_views
         return views if views > 0 and self.uses_cache else None
 
-    @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from teacherkit_sam.cache import EmbeddingCache, encoder_fingerprint
-
-            store = self.config.cache_embeddings
-            directory = None
-            if store == "disk":
-                if self.workdir is None:
-                    log.warning("no work folder for the disk embedding cache; caching in memory instead")
-                    store = "memory"
-                else:
-                    name = encoder_fingerprint(self.sam.vision_encoder, self.make_preprocessor().preprocessing_id)
-                    directory = self.workdir / "cache" / "sam-embeddings" / name
-            self._cache = EmbeddingCache(store, directory, max_bytes=self.config.cache_memory_mb << 20)
-        return self._cache
-
     def make_preprocessor(self) -> SamPreprocessor:
         c = self.config
         return SamPreprocessor(
             image_size=self.settings.size, mean=tuple(self.settings.mean), std=tuple(self.settings.std),
             prompt=c.prompt, box_jitter=c.box_jitter, box_jitter_max=c.box_jitter_max, num_points=c.num_points,
             num_negative_points=c.num_negative_points, max_instances=c.max_instances, seed=c.seed,
-            cache_keys=self.uses_cache,
+            cache_keys=self.uses_cache, held=self.held_keys(),
         )
 
     def make_loss(self) -> SamLoss:
@@ -148,7 +130,9 @@ class SamTeacher(Teacher):
             # the cache hands its encode function the rows it lacks: give it row numbers,
             # so only those images are normalised and encoded
             rows = torch.arange(pixels.shape[0], device=pixels.device)
-            if self._keyed(batch):
+            if batch.get("pixel_rows") is not None:
+                kwargs["image_embeddings"] = self._recorded_embeddings(batch)
+            elif self._keyed(batch):
                 kwargs["image_embeddings"] = self.cache.embeddings(
                     batch["cache_keys"], rows, lambda missing: self.frozen_embeddings(batch, missing))
             else:
@@ -157,21 +141,6 @@ class SamTeacher(Teacher):
             kwargs["pixel_values"] = self.encoder_input(batch)
         out = model(**kwargs)
         return {"pred_masks": out.pred_masks, "iou_scores": out.iou_scores}
-
-    def _keyed(self, batch: dict[str, Any]) -> bool:
-        """Whether the cache serves this batch: caching is on and the batch has its keys. A batch
-        from a preprocessor made while the encoder still trained has none: it is encoded
-        directly, and the run says so once (a cache that never hits is otherwise silent)."""
-        if not self.uses_cache:
-            return False
-        keys = batch.get("cache_keys") or ()
-        if keys and None not in keys:
-            return True
-        if not self._warned_unkeyed:
-            self._warned_unkeyed = True
-            log.warning("sam: a batch without embedding-cache keys (its preprocessor was made while the image "
-                        "encoder trained); encoding it without the cache")
-        return False
 
     def encoder_input(self, batch: dict[str, Any], rows: Any = None) -> Any:
         """The image encoder's input for the batch (or its ``rows``): normalised on the
@@ -247,9 +216,10 @@ class SamTeacher(Teacher):
     def on_epoch_start(self, epoch: int) -> None:
         if self._cache is not None:
             stats = self._cache.stats()
-            log.info("sam embedding cache before epoch %d: %d hits, %d misses, %d entries",
-                     epoch, stats["hits"], stats["misses"], stats["entries"])
+            log.info("sam embedding cache before epoch %d: %d hits, %d misses, %d entries, %d views without pixels",
+                     epoch, stats["hits"], stats["misses"], stats["entries"], self._without_pixels)
             self._cache.reset_stats()
+            self._without_pixels = 0
 
     # -- reports --------------------------------------------------------------------------
     def parameter_report(self) -> ParameterReport:
