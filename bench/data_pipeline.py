@@ -39,11 +39,17 @@ SIZES = {
     "tiny": {"image": (96, 128), "items": 12, "dino_edges": (96, 128), "sam": 64, "objects": 3},
     "full": {"image": (800, 1200), "items": 48, "dino_edges": (800, 1333), "sam": 1024, "objects": 6},
 }
-#: GPU step rates (img/s) the loader must match, by teacher; replace with your card's figures
-DEFAULT_GPU_RATE = {"grounding_dino": 28.0, "sam": 30.0}
-#: where the defaults come from (the reference loop's figures, not a teacherkit measurement)
+#: GPU step rates (img/s) the loader must match, by row; replace with your card's figures
+DEFAULT_GPU_RATE = {"grounding_dino": 28.0, "sam": 30.0, "sam frozen, fresh view": 80.0,
+                    "sam frozen, recorded view": 431.0}
+#: where the defaults come from
 DEFAULT_GPU_RATE_SOURCE = ("plain transformers + peft LoRA loop, batch 8, one H200 (GDINO-T 27.9, SAM ViT-B "
                            "30.4 img/s; the project's perf notes, 2026-11-26)")
+SOURCES = {"sam frozen, fresh view": "the plain frozen-encoder SAM loop, batch 8, one H200 (79.6 img/s; the perf "
+                                     "notes): the pace of epochs before the views repeat, bound by the encoder",
+           "sam frozen, recorded view": "teacherkit's cached frozen-encoder SAM step, batch 64, six prompts per "
+                                        "image, one H200 (431.6 img/s; bench/results/train_throughput-gpu-sam-"
+                                        "frozen-2026-11-30.json)"}
 
 
 def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -82,7 +88,40 @@ def build_datasets(root: Path, size: dict[str, Any]) -> list[tuple[str, Any]]:
         dataset = SampleDataset(coco, path.parent, info, pre, learns_from=spec.learns_from, train=True,
                                 augment=augment, with_masks=spec.learns_from == "masks" or info.has_masks)
         out.append((name, dataset))
-    return out
+    return out + frozen_sam_datasets(root, host, coco, path.parent, info, augment, size)
+
+
+class AllHeld:
+    """Stands in for a cache that holds every view's embedding (the cached phase's steady state)."""
+
+    def __call__(self, key: str) -> bool:
+        return True
+
+
+def frozen_sam_datasets(root: Path, host: Any, coco: Any, images: Path, info: Any, augment: Any,
+                        size: dict[str, Any]) -> list[tuple[str, Any]]:
+    """SAM with a frozen, cached encoder and its 2 views per image, as ``teacherkit train`` builds it:
+    an epoch < 2 (each view read, augmented, hashed for the cache and recorded) and an epoch >= 2
+    (each view rebuilt from its record without pixels, every embedding held)."""
+    import dataclasses
+
+    from teacherkit.data.samples import SampleDataset
+    from teacherkit.data.view_records import run_view_records
+
+    spec = host.teacher("sam")
+    section = type(host.config_model()().teacher("sam"))
+    cfg = section(base="tiny", image_size=size["sam"], mode="frozen_encoder")
+    teacher = host.load_model(spec, cfg, info, root / "frozen")
+    pre = host.make_preprocessor(spec, cfg, teacher)
+    views = teacher.augmentation_views()
+    kwargs = {"learns_from": "masks", "train": True, "augment": augment, "with_masks": True, "augment_views": views}
+    fresh = SampleDataset(coco, images, info, pre, view_records=run_view_records(root / "frozen", 0, pre), **kwargs)
+    for index in range(len(fresh)):  # epoch 0 records view 0 of every image
+        fresh[index]
+    recorded = SampleDataset(coco, images, info, dataclasses.replace(pre, held=AllHeld()),
+                             view_records=fresh.view_records, **kwargs)
+    recorded.set_epoch(views)  # view 0 again
+    return [("sam frozen, fresh view", fresh), ("sam frozen, recorded view", recorded)]
 
 
 def _nbytes(value: Any) -> int:
@@ -106,14 +145,27 @@ def one_worker(dataset: Any, batch: int) -> dict[str, float]:
     stages = {"read": 0.0, "augment": 0.0, "preprocess": 0.0, "collate": 0.0}
     items, item_bytes = [], 0
     staged = hasattr(dataset, "raw_sample")  # without it only the whole item can be timed
+    views = getattr(dataset, "augment_views", None)
+    recorded = getattr(dataset, "view_records", None) is not None and dataset.epoch >= views
     for index in range(len(dataset)):
         t0 = time.process_time()
-        if staged:
+        if recorded:  # "read" is the record (its masks' RLE decoded); nothing to augment
+            sample = dataset.view_records.get(index, dataset.epoch % views)
+            sample["extra"]["seed"] = index
+            t1 = time.process_time()
+            item = dataset.preprocessor(sample, train=True)
+            stages["read"] += t1 - t0
+            stages["preprocess"] += time.process_time() - t1
+        elif staged:
             sample = dataset.raw_sample(index)
             t1 = time.process_time()
             if dataset.augment is not None:
                 sample = dataset.augment(sample, int(sample["extra"]["seed"]))
             t2 = time.process_time()
+            if views and dataset.view_records is not None:  # a cached encoder's view: keyed and recorded
+                key = dataset.preprocessor.view_key(sample)
+                dataset.view_records.put(index, 1, sample, key)
+                sample["view_key"] = key
             item = dataset.preprocessor(sample, train=True)
             t3 = time.process_time()
             stages["read"] += t1 - t0
@@ -177,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     rates = dict(DEFAULT_GPU_RATE)
-    sources = {name: DEFAULT_GPU_RATE_SOURCE for name in rates}
+    sources = {name: SOURCES.get(name, DEFAULT_GPU_RATE_SOURCE) for name in rates}
     for item in args.gpu_rate:
         name, _, value = item.partition("=")
         rates[name], sources[name] = float(value), "--gpu-rate"

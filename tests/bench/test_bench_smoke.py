@@ -89,14 +89,14 @@ def test_data_pipeline_tiny_reports_workers_needed(tmp_path: Path) -> None:
     done = _run("data_pipeline.py", "--size", "tiny", "--max-workers", "1", "--gpu-rate", "sam=500",
                 "--json", str(out), tmp_path=tmp_path)
     assert "workers needed" in done.stdout
-    # per-stage costs, printed for each teacher
+    # per-stage costs, printed for each teacher and for SAM's frozen encoder before and after its views repeat
     assert len(re.findall(r"per image \(CPU ms\): read [0-9.]+, augment [0-9.]+, preprocess [0-9.]+, "
-                          r"collate [0-9.]+", done.stdout)) == 2
+                          r"collate [0-9.]+", done.stdout)) == 4
     record = json.loads(out.read_text())
     assert record["kind"] == "data_pipeline" and record["command"].startswith("python bench/data_pipeline.py --size")
     assert record["machine"]["cpu_count"] >= 1 and set(record["versions"]) >= {"torch", "teacherkit"}
     rows = {r["teacher"]: r for r in record["results"]}
-    assert set(rows) == {"grounding_dino", "sam"}
+    assert set(rows) == {"grounding_dino", "sam", "sam frozen, fresh view", "sam frozen, recorded view"}
     for row in rows.values():
         single = row["one_worker"]
         assert single["img_per_s"] > 0 and row["workers_needed"] >= 1 and single["mb_per_item"] > 0
@@ -106,6 +106,9 @@ def test_data_pipeline_tiny_reports_workers_needed(tmp_path: Path) -> None:
         assert abs(sum(stages) - single["total_ms"]) < 1e-6
     sam = rows["sam"]
     assert sam["workers_needed"] == -(-500 // sam["one_worker"]["img_per_s"])
+    # a recorded view is neither read as an image nor augmented, and its item carries no pixels
+    fresh, recorded = rows["sam frozen, fresh view"]["one_worker"], rows["sam frozen, recorded view"]["one_worker"]
+    assert recorded["augment_ms"] == 0 < fresh["augment_ms"] and recorded["mb_per_item"] < fresh["mb_per_item"]
     assert sam["gpu_rate_source"] == "--gpu-rate" and "perf notes" in rows["grounding_dino"]["gpu_rate_source"]
 
 
