@@ -38,13 +38,68 @@ def segmentation_kind(segmentation: Any) -> SegmentationKind | None:
     return None
 
 
+#: How far (in image sides) a polygon may reach past the image before it is clipped for
+#: rasterising: pycocotools walks each edge pixel by pixel, so one vertex 1e16 px away exhausts
+#: the memory of the machine (found by the property test of validation).
+FAR_SIDES = 8
+
+
+def rasterisable_polygons(polygons: list[list[float]], height: int, width: int) -> list[list[float]]:
+    """``polygons`` as pycocotools can rasterise them in bounded time and memory: one that reaches
+    more than :data:`FAR_SIDES` image sides past the image is clipped to that distance
+    (Sutherland-Hodgman; dropped when nothing is left), the others are returned as they are.
+    Inside the image a clipped polygon's mask differs from the unclipped one's by a few pixels at
+    most, along the clipped edges (pycocotools rounds the new end points to its 5x grid)."""
+    reach = FAR_SIDES * max(height, width, 1)
+    box = (-reach, -reach, width + reach, height + reach)
+    out = []
+    for poly in polygons:
+        values = np.asarray(poly, dtype=np.float64)
+        xs, ys = values[0::2], values[1::2]
+        # NaN compares false: such a polygon takes the slow path below, where it is dropped
+        if ((xs >= box[0]) & (xs <= box[2])).all() and ((ys >= box[1]) & (ys <= box[3])).all():
+            out.append(poly)
+        elif np.isfinite(values).all() and len(values) % 2 == 0:
+            clipped = clip_polygon(poly, box)
+            if len(clipped) >= 6:
+                out.append(clipped)
+    return out
+
+
+def clip_polygon(poly: list[float], box: tuple[float, float, float, float]) -> list[float]:
+    """The flat ``[x0, y0, x1, y1, ...]`` polygon clipped to ``box`` ``(x0, y0, x1, y1)``
+    (Sutherland-Hodgman: one pass per side of the box)."""
+    x0, y0, x1, y1 = box
+    points = list(zip(poly[0::2], poly[1::2]))
+
+    def at_x(x: float) -> Any:
+        return lambda p, q: (x, p[1] + (q[1] - p[1]) * (x - p[0]) / (q[0] - p[0]))
+
+    def at_y(y: float) -> Any:
+        return lambda p, q: (p[0] + (q[0] - p[0]) * (y - p[1]) / (q[1] - p[1]), y)
+
+    for inside, cross in ((lambda p: p[0] >= x0, at_x(x0)), (lambda p: p[0] <= x1, at_x(x1)),
+                          (lambda p: p[1] >= y0, at_y(y0)), (lambda p: p[1] <= y1, at_y(y1))):
+        kept = []
+        for i, cur in enumerate(points):
+            prev = points[i - 1]
+            if inside(cur) != inside(prev):
+                kept.append(cross(prev, cur))
+            if inside(cur):
+                kept.append(cur)
+        points = kept
+        if not points:
+            break
+    return [float(v) for point in points for v in point]
+
+
 def _to_rle(segmentation: Any, height: int, width: int) -> dict[str, Any]:
     """One compressed RLE (bytes counts, as pycocotools' C API wants) for any form."""
     from pycocotools import mask as mask_utils
 
     kind = segmentation_kind(segmentation)
     if kind == "polygons":
-        polygons = [[float(v) for v in poly] for poly in segmentation]
+        polygons = rasterisable_polygons([[float(v) for v in poly] for poly in segmentation], height, width)
         if not polygons:
             return mask_utils.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
         return mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))

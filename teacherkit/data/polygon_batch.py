@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from teacherkit.data.findings import CHECKS, Finding, Location, finding
-from teacherkit.data.masks import segmentation_area_bbox
+from teacherkit.data.masks import rasterisable_polygons, segmentation_area_bbox
 from teacherkit.data.polygon_block import PolygonBlock
 from teacherkit.data.polygon_shape import polygon_subset, raster_slack, star_shaped
 
@@ -350,7 +350,8 @@ class PolygonBatch:
                 groups.setdefault((int(height), int(width)), []).append(k)
         areas: dict[int, float] = {}
         for (height, width), group in groups.items():
-            polys = {k: self._polys_of(k) for k in group}
+            polys = {k: rasterisable_polygons(self._polys_of(k), height, width) for k in group}
+            group = [k for k in group if polys[k]]  # nothing left to rasterise: left out
             try:
                 rles = mask_utils.frPyObjects([poly for k in group for poly in polys[k]], height, width)
             except Exception:  # some polygon it cannot take: each on its own, as before
