@@ -360,7 +360,7 @@ class TeacherTrainer:
                   "augment": augment, "seed": cfg.training.seed, "augment_views": views,
                   "with_masks": spec.learns_from == "masks" or (augment is not None and info.has_masks),
                   "view_records": run_view_records(self.layout.teacher(spec.name).dir, rank, preprocessor)
-                  if augment and views else None}
+                  if augment is not None and views else None}
         train_set = CocoTrainDataset(train_coco, self.image_dir, **kwargs)
         if self.replay is not None:
             train_set = self.replay.mix(spec, train_set, kwargs, reporter)

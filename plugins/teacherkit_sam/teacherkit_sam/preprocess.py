@@ -65,7 +65,6 @@ class SamPreprocessor:
         """Everything about preprocessing that changes the pixels the encoder sees."""
         return f"sam-pre-v1|{self.image_size}|{self.mean}|{self.std}"
 
-    # -- one sample ---------------------------------------------------------------------
     # -- views without pixels (teacherkit.data.view_records) ----------------------------------
     def view_key(self, sample: dict[str, Any]) -> str | None:
         """The key of an augmented sample's pixels (its embedding's cache key) when views are
@@ -76,6 +75,7 @@ class SamPreprocessor:
         """Whether the teacher's cache holds the embedding of ``key``, so the view's pixels can stay unread."""
         return self.held is not None and bool(self.held(key))
 
+    # -- one sample ---------------------------------------------------------------------
     @staticmethod
     def _checked_inputs(sample: dict[str, Any]) -> tuple[Any, np.ndarray, np.ndarray, list[int], list[int]]:
         """The sample's image (``None`` for a recorded view: ``image_shape`` gives its
