@@ -165,7 +165,8 @@ class SampleDataset:
         self.augment_views = augment_views
         # with K views and a preprocessor that can do without pixels: the views' geometry, written
         # in epochs < K, read back in later ones (teacherkit.data.view_records)
-        self.view_records = view_records if self.augment is not None and augment_views else None
+        usable = self.augment is not None and augment_views and pixel_free(preprocessor)
+        self.view_records = view_records if usable else None
         self.epoch = 0
         self.images = list(coco.images)
         self._anns = {img.id: coco.annotations_for(img.id) for img in self.images}
@@ -233,7 +234,7 @@ class SampleDataset:
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if self.view_records is not None and pixel_free(self.preprocessor):
+        if self.view_records is not None:
             return self.preprocessor(self._view(index), train=self.train)
         sample = self.raw_sample(index)
         if self.augment is not None:
