@@ -11,6 +11,7 @@ Before its first optimizer step a fresh run scores the untouched model as epoch 
 (LoRA's B matrices start at zero and trained heads start from the base weights, so the model
 before training *is* the base). Epoch 0 goes through the same end-of-epoch hooks as a trained
 epoch, so it can be the best; when no epoch beats it, the base is kept and the run says so.
+``checkpointing.score_base: false`` skips epoch 0.
 
 Ctrl-C (SIGINT) and SIGTERM stop at the next optimizer-step boundary and save ``last``, so
 ``--resume`` continues with exactly the samples, RNG states and optimizer moments the run
@@ -145,7 +146,8 @@ class TeacherLoop:
             if self.state.finished:
                 self.reporter.line(f"   already finished at epoch {self.state.epoch}; nothing to resume")
                 return self._result(wall_start)
-            if not self.resumed:  # a resumed run is past its first step: its epoch 0 is in the history
+            # a resumed run is past its first step: its epoch 0, if scored, is in the history
+            if not self.resumed and self.s.score_base:
                 self._base_epoch()
                 if self.stop.requested:
                     raise self.stop.interrupted(f"{self.teacher.spec.name}: stopped after scoring the base model "

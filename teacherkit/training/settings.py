@@ -38,6 +38,7 @@ class LoopSettings:
     mode: Mode
     patience: int | None
     min_delta: float
+    score_base: bool = True
     trackers: tuple[str, ...] = ("tensorboard",)
 
     @classmethod
@@ -81,6 +82,7 @@ class LoopSettings:
             mode=mode,
             patience=checkpointing.patience,
             min_delta=checkpointing.min_delta,
+            score_base=checkpointing.score_base,
         )
 
     def hyperparameters(self) -> dict[str, Any]:

@@ -6,8 +6,10 @@ backbone, BERT-base text encoder: the grounding-dino-tiny architecture) with the
 example tokenizer (its ids fit BERT's vocabulary), and ``SamConfig()`` (ViT-B) with the
 shipped SAM processor config. Each teacher trains one step of one image at the default
 input sizes (shorter side 800 up to 1333 for Grounding DINO, 1024 for SAM), is scored on a
-one-image validation file, and must leave an adapter whose weights have the full-size
-shapes. The teachers run in separate tests (``--models``) so each fits a CI slot.
+one-image validation file after that step, and must leave an adapter whose weights have the
+full-size shapes. The base is not scored first (``checkpointing.score_base=false``): that
+pass would run the same prediction code at the same sizes again, a third of each test's time.
+The teachers run in separate tests (``--models``) so each fits a CI slot.
 
 The images are square, so Grounding DINO sees 800x800 pixels (a 3:5 image would reach the
 1333 cap and cost two thirds more CPU time for the same code path).
@@ -15,6 +17,7 @@ The images are square, so Grounding DINO sees 800x800 pixels (a 3:5 image would 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -31,9 +34,9 @@ IMAGE_SIZE = (64, 64)
 @pytest.fixture(scope="module")
 def full_size(tmp_path_factory):
     root = tmp_path_factory.mktemp("full-size")
-    # one training image (one step), one validation image: evaluated as epoch 0 (the base) and
-    # after the epoch; at 1024 px / 800 px each forward and backward is seconds of CPU, so the
-    # sizes, not the batch, are what this test is about
+    # one training image (one step), one validation image, evaluated after the epoch; at 1024 px
+    # / 800 px each forward and backward is seconds of CPU, so the sizes, not the batch, are
+    # what this test is about
     data = {split: make_coco_dataset(root / split, num_images=n, size=IMAGE_SIZE, seed=seed, max_objects=1)
             for split, seed, n in (("train", 51, 1), ("val", 52, 1))}
     return root, data
@@ -70,7 +73,11 @@ def _train(full_size, name: str, base: Path) -> Path:
     out = root / f"exp-{name}"
     assert run(["train", "--data", str(data["train"]), "--val", str(data["val"]), "--output", str(out),
                 "--models", name, "--epochs", "1", "--batch-size", "1", "--num-workers", "0", "--quiet",
-                "--set", f"teachers.{name}.base={base}", "--set", "augmentation.enabled=false"]) == 0
+                "--set", f"teachers.{name}.base={base}", "--set", "augmentation.enabled=false",
+                "--set", "checkpointing.score_base=false"]) == 0
+    meta = json.loads((out / "metadata.json").read_text())["teachers"][name]
+    assert meta["best_epoch"] == 1 and meta["base_metric"] is None  # scored once, after the step
+    assert meta["best_metric"] is not None
     return out
 
 
