@@ -120,10 +120,8 @@ class CheckpointConfig(_Section):
     patience: int | None = Field(
         None, ge=1, description="Epochs without improvement before stopping early; null never stops early.")
     min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
-    score_base: bool = Field(
-        True, description="Score the base model on the validation data as epoch 0, before training, so a run that "
-        "only makes the teacher worse keeps the base as best. false skips that pass (a large validation set, a base "
-        "already scored): the best trained epoch is kept then, even one worse than the base.")
+    score_base: bool = Field(True, description="Score the base on the validation data as epoch 0, so a run that only "
+                             "makes it worse keeps the base; false skips that pass and keeps the best trained epoch.")
 
 
 class AugmentationConfig(_Section):
