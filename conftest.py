@@ -36,3 +36,20 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """Ctrl-C raises KeyboardInterrupt in every test, as in a terminal. A suite started as a
+    background job of a non-interactive shell (``cmd &``, nohup) inherits SIGINT ignored and
+    Python keeps it so; the tests of what Ctrl-C does would then fail for that alone."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
