@@ -355,12 +355,12 @@ class TeacherTrainer:
         cfg = self.config
         preprocessor = self.host.make_preprocessor(spec, tcfg, teacher)
         augment = self.host.make_augmentation(cfg.augmentation, info) if cfg.augmentation.enabled else None
-        views = _views(teacher)
+        # the records are used only with augmented views and a preprocessor that can do
+        # without pixels: SampleDataset decides, in one place
         kwargs = {"info": info, "preprocessor": preprocessor, "learns_from": spec.learns_from, "train": True,
-                  "augment": augment, "seed": cfg.training.seed, "augment_views": views,
+                  "augment": augment, "seed": cfg.training.seed, "augment_views": _views(teacher),
                   "with_masks": spec.learns_from == "masks" or (augment is not None and info.has_masks),
-                  "view_records": run_view_records(self.layout.teacher(spec.name).dir, rank, preprocessor)
-                  if augment is not None and views else None}
+                  "view_records": run_view_records(self.layout.teacher(spec.name).dir, rank, preprocessor)}
         train_set = CocoTrainDataset(train_coco, self.image_dir, **kwargs)
         if self.replay is not None:
             train_set = self.replay.mix(spec, train_set, kwargs, reporter)
